@@ -1,0 +1,3 @@
+from .errors import ConfigError, FreeSegError
+
+__all__ = ["ConfigError", "FreeSegError"]
