@@ -1,0 +1,120 @@
+"""Building and loading the compiled deformable-attention kernels (``freeseg/layers/csrc``).
+
+The extension is compiled on first use with ``torch.utils.cpp_extension.load`` (ninja) into a
+cache folder, ``$FREESEG_EXT_DIR`` or ``~/.cache/freeseg/ext/<torch version>``, so it is built
+once per machine and torch version. The CUDA kernels are compiled in only when torch sees a GPU
+and nvcc is found; otherwise the build is CPU-only (and much faster). If the build fails for any
+reason the caller gets ``None`` and one warning, and the PyTorch path is used instead.
+``FREESEG_DISABLE_EXT=1`` skips the build altogether (no warning).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+import torch
+
+CSRC = Path(__file__).resolve().parents[1] / "csrc"
+CPU_SOURCES = ("ms_deform_attn.cpp", "ms_deform_attn_cpu.cpp")
+CUDA_SOURCES = ("ms_deform_attn_cuda.cu",)
+
+_cache: dict[bool, ModuleType | None] = {}
+_warned = False
+
+
+def ext_dir() -> Path:
+    """Folder holding the compiled extension builds (one sub-folder per variant)."""
+    env = os.environ.get("FREESEG_EXT_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "freeseg" / "ext" / torch.__version__.replace("+", "_")
+
+
+def cuda_buildable() -> bool:
+    """Whether a CUDA build makes sense: torch was built with CUDA, sees a GPU, and nvcc exists."""
+    from torch.utils import cpp_extension
+
+    return torch.version.cuda is not None and torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # torch's own build lock (FileBaton) busy-waits and leaves a stale lock behind if a process
+    # dies mid-build; an flock is released by the kernel when the holder exits.
+    try:
+        import fcntl
+    except ImportError:  # Windows: rely on torch's FileBaton alone
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
+    """Compile (or load from the cache) the extension; raises whatever the build raises."""
+    from torch.utils import cpp_extension
+
+    name = "freeseg_ms_deform_attn_cuda" if with_cuda else "freeseg_ms_deform_attn_cpu"
+    build_dir = ext_dir() / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
+    defines = ["-DWITH_CUDA"] if with_cuda else []
+    with _file_lock(build_dir / "freeseg.lock"):
+        return cpp_extension.load(
+            name=name,
+            sources=sources,
+            build_directory=str(build_dir),
+            extra_cflags=["-O3", *defines],
+            extra_cuda_cflags=["-O3", *defines],
+            with_cuda=with_cuda,
+            verbose=verbose,
+        )
+
+
+def load_extension(with_cuda: bool | None = None) -> ModuleType | None:
+    """The compiled extension, or None (with one warning per process) when it cannot be built.
+
+    Args:
+        with_cuda: build the CUDA kernels too; None = when :func:`cuda_buildable`.
+    """
+    global _warned
+    if with_cuda is None:
+        with_cuda = cuda_buildable()
+    if with_cuda in _cache:
+        return _cache[with_cuda]
+    if os.environ.get("FREESEG_DISABLE_EXT", "") not in ("", "0"):
+        _cache[with_cuda] = None
+        return None
+    try:
+        module = build(with_cuda)
+    except Exception as exc:  # noqa: BLE001 - any build failure means "use the PyTorch path"
+        module = None
+        if not _warned:
+            _warned = True
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            warnings.warn(
+                "freeseg: could not build the compiled deformable-attention kernels "
+                f"({type(exc).__name__}: {first_line}); using the slower PyTorch path. "
+                "Install a C++ compiler and ninja, then run "
+                "`python -m freeseg.layers.ms_deform_attn.build` to see the full error.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    _cache[with_cuda] = module
+    return module
+
+
+def reset_cache() -> None:
+    """Forget loaded/failed builds and the warning (tests use it to simulate a fresh process)."""
+    global _warned
+    _cache.clear()
+    _warned = False
