@@ -1,0 +1,258 @@
+"""detectron2's default config keys and values (``detectron2/config/defaults.py``).
+
+FreeSeg's config files and checkpoints' ``config.yaml`` dumps use the full detectron2 key set,
+including keys for models we do not build (RPN, ROI heads, RetinaNet, ...). They are declared
+here so that those files load unchanged; only the keys our code reads have an effect (see
+docs/config.md). Values are detectron2's at the commit FreeSeg's golden fixture was made with.
+"""
+from __future__ import annotations
+
+from .config import CfgNode as CN
+
+
+def add_detectron2_config(cfg: CN) -> None:
+    """Add detectron2's keys with their defaults to ``cfg`` (in place)."""
+    cfg.VERSION = 2
+
+    cfg.MODEL = CN()
+    cfg.MODEL.LOAD_PROPOSALS = False
+    cfg.MODEL.MASK_ON = False
+    cfg.MODEL.KEYPOINT_ON = False
+    cfg.MODEL.DEVICE = "cuda"
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    # Path or URL of a checkpoint to load (detectron2:// and https:// URLs are resolved by
+    # freeseg.load_checkpoint to local files under weights/, nothing is downloaded).
+    cfg.MODEL.WEIGHTS = ""
+    # BGR means in 0-255 (detectron2's Caffe-style default; FreeSeg configs set RGB ImageNet).
+    cfg.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
+    cfg.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
+
+    cfg.INPUT = CN()
+    cfg.INPUT.MIN_SIZE_TRAIN = (800,)
+    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+    cfg.INPUT.MAX_SIZE_TRAIN = 1333
+    cfg.INPUT.MIN_SIZE_TEST = 800
+    cfg.INPUT.MAX_SIZE_TEST = 1333
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    cfg.INPUT.CROP = CN({"ENABLED": False})
+    cfg.INPUT.CROP.TYPE = "relative_range"
+    cfg.INPUT.CROP.SIZE = [0.9, 0.9]
+    cfg.INPUT.FORMAT = "BGR"
+    cfg.INPUT.MASK_FORMAT = "polygon"
+
+    cfg.DATASETS = CN()
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.PROPOSAL_FILES_TRAIN = ()
+    cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN = 2000
+    cfg.DATASETS.TEST = ()
+    cfg.DATASETS.PROPOSAL_FILES_TEST = ()
+    cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST = 1000
+
+    cfg.DATALOADER = CN()
+    cfg.DATALOADER.NUM_WORKERS = 4
+    cfg.DATALOADER.ASPECT_RATIO_GROUPING = True
+    cfg.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = 0.0
+    cfg.DATALOADER.REPEAT_SQRT = True
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+    cfg.MODEL.BACKBONE = CN()
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+
+    cfg.MODEL.FPN = CN()
+    cfg.MODEL.FPN.IN_FEATURES = []
+    cfg.MODEL.FPN.OUT_CHANNELS = 256
+    cfg.MODEL.FPN.NORM = ""
+    cfg.MODEL.FPN.FUSE_TYPE = "sum"
+
+    cfg.MODEL.PROPOSAL_GENERATOR = CN()
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+    cfg.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0
+
+    cfg.MODEL.ANCHOR_GENERATOR = CN()
+    cfg.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]
+    cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+    cfg.MODEL.ANCHOR_GENERATOR.ANGLES = [[-90, 0, 90]]
+    cfg.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0
+
+    cfg.MODEL.RPN = CN()
+    cfg.MODEL.RPN.HEAD_NAME = "StandardRPNHead"
+    cfg.MODEL.RPN.IN_FEATURES = ["res4"]
+    cfg.MODEL.RPN.BOUNDARY_THRESH = -1
+    cfg.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
+    cfg.MODEL.RPN.IOU_LABELS = [0, -1, 1]
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+    cfg.MODEL.RPN.POSITIVE_FRACTION = 0.5
+    cfg.MODEL.RPN.BBOX_REG_LOSS_TYPE = "smooth_l1"
+    cfg.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 1.0
+    cfg.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    cfg.MODEL.RPN.SMOOTH_L1_BETA = 0.0
+    cfg.MODEL.RPN.LOSS_WEIGHT = 1.0
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000
+    cfg.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+    cfg.MODEL.RPN.NMS_THRESH = 0.7
+    cfg.MODEL.RPN.CONV_DIMS = [-1]
+
+    cfg.MODEL.ROI_HEADS = CN()
+    cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+    cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+    cfg.MODEL.ROI_HEADS.IOU_LABELS = [0, 1]
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+    cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True
+
+    cfg.MODEL.ROI_BOX_HEAD = CN()
+    cfg.MODEL.ROI_BOX_HEAD.NAME = ""
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "smooth_l1"
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 0
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+    cfg.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+    cfg.MODEL.ROI_BOX_HEAD.NORM = ""
+    cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+    cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = False
+    cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False
+    cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False
+    cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER = 0.5
+    cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES = 50
+
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD = CN()
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = (
+        (10.0, 10.0, 5.0, 5.0),
+        (20.0, 20.0, 10.0, 10.0),
+        (30.0, 30.0, 15.0, 15.0),
+    )
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)
+
+    cfg.MODEL.ROI_MASK_HEAD = CN()
+    cfg.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 0
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+    cfg.MODEL.ROI_MASK_HEAD.NORM = ""
+    cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = False
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
+
+    cfg.MODEL.ROI_KEYPOINT_HEAD = CN()
+    cfg.MODEL.ROI_KEYPOINT_HEAD.NAME = "KRCNNConvDeconvUpsampleHead"
+    cfg.MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION = 14
+    cfg.MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO = 0
+    cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = tuple(512 for _ in range(8))
+    cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = 17
+    cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 1
+    cfg.MODEL.ROI_KEYPOINT_HEAD.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS = True
+    cfg.MODEL.ROI_KEYPOINT_HEAD.LOSS_WEIGHT = 1.0
+    cfg.MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE = "ROIAlignV2"
+
+    cfg.MODEL.SEM_SEG_HEAD = CN()
+    cfg.MODEL.SEM_SEG_HEAD.NAME = "SemSegFPNHead"
+    cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 54
+    cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128
+    cfg.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4
+    cfg.MODEL.SEM_SEG_HEAD.NORM = "GN"
+    cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0
+
+    cfg.MODEL.PANOPTIC_FPN = CN()
+    cfg.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT = 1.0
+    cfg.MODEL.PANOPTIC_FPN.COMBINE = CN()
+    cfg.MODEL.PANOPTIC_FPN.COMBINE.ENABLED = True
+    cfg.MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH = 0.5
+    cfg.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT = 4096
+    cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = 0.5
+
+    cfg.MODEL.RETINANET = CN()
+    cfg.MODEL.RETINANET.NUM_CLASSES = 80
+    cfg.MODEL.RETINANET.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    cfg.MODEL.RETINANET.NUM_CONVS = 4
+    cfg.MODEL.RETINANET.IOU_THRESHOLDS = [0.4, 0.5]
+    cfg.MODEL.RETINANET.IOU_LABELS = [0, -1, 1]
+    cfg.MODEL.RETINANET.PRIOR_PROB = 0.01
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = 0.05
+    cfg.MODEL.RETINANET.TOPK_CANDIDATES_TEST = 1000
+    cfg.MODEL.RETINANET.NMS_THRESH_TEST = 0.5
+    cfg.MODEL.RETINANET.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+    cfg.MODEL.RETINANET.FOCAL_LOSS_GAMMA = 2.0
+    cfg.MODEL.RETINANET.FOCAL_LOSS_ALPHA = 0.25
+    cfg.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA = 0.1
+    cfg.MODEL.RETINANET.BBOX_REG_LOSS_TYPE = "smooth_l1"
+    cfg.MODEL.RETINANET.NORM = ""
+
+    cfg.MODEL.RESNETS = CN()
+    cfg.MODEL.RESNETS.DEPTH = 50
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    cfg.MODEL.RESNETS.NUM_GROUPS = 1
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 64
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = True
+    cfg.MODEL.RESNETS.RES5_DILATION = 1
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]
+    cfg.MODEL.RESNETS.DEFORM_MODULATED = False
+    cfg.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1
+
+    cfg.SOLVER = CN()
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+    cfg.SOLVER.MAX_ITER = 40000
+    cfg.SOLVER.BASE_LR = 0.001
+    cfg.SOLVER.BASE_LR_END = 0.0
+    cfg.SOLVER.MOMENTUM = 0.9
+    cfg.SOLVER.NESTEROV = False
+    cfg.SOLVER.WEIGHT_DECAY = 0.0001
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    cfg.SOLVER.GAMMA = 0.1
+    cfg.SOLVER.STEPS = (30000,)
+    cfg.SOLVER.NUM_DECAYS = 3
+    cfg.SOLVER.WARMUP_FACTOR = 1.0 / 1000
+    cfg.SOLVER.WARMUP_ITERS = 1000
+    cfg.SOLVER.WARMUP_METHOD = "linear"
+    cfg.SOLVER.RESCALE_INTERVAL = False
+    cfg.SOLVER.CHECKPOINT_PERIOD = 5000
+    cfg.SOLVER.IMS_PER_BATCH = 16
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 0
+    cfg.SOLVER.BIAS_LR_FACTOR = 1.0
+    cfg.SOLVER.WEIGHT_DECAY_BIAS = None
+    cfg.SOLVER.CLIP_GRADIENTS = CN({"ENABLED": False})
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    cfg.SOLVER.AMP = CN({"ENABLED": False})
+
+    cfg.TEST = CN()
+    cfg.TEST.EXPECTED_RESULTS = []
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.TEST.KEYPOINT_OKS_SIGMAS = []
+    cfg.TEST.DETECTIONS_PER_IMAGE = 100
+    cfg.TEST.AUG = CN({"ENABLED": False})
+    cfg.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
+    cfg.TEST.AUG.MAX_SIZE = 4000
+    cfg.TEST.AUG.FLIP = True
+    cfg.TEST.PRECISE_BN = CN({"ENABLED": False})
+    cfg.TEST.PRECISE_BN.NUM_ITER = 200
+
+    cfg.OUTPUT_DIR = "./output"
+    # -1: a different random seed each run (detectron2); >= 0: seed everything with it.
+    cfg.SEED = -1
+    cfg.CUDNN_BENCHMARK = False
+    # torch.set_float32_matmul_precision value when not "" ("highest", "high", "medium").
+    cfg.FLOAT32_PRECISION = ""
+    cfg.VIS_PERIOD = 0
+    cfg.GLOBAL = CN()
+    cfg.GLOBAL.HACK = 1.0
