@@ -10,6 +10,7 @@ reason the caller gets ``None`` and one warning, and the PyTorch path is used in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -34,10 +35,22 @@ def ext_dir() -> Path:
     return Path.home() / ".cache" / "freeseg" / "ext" / torch.__version__.replace("+", "_")
 
 
+def _cpp_extension() -> ModuleType:
+    # Importing cpp_extension on a machine with nvcc but no GPU logs "No CUDA runtime is found";
+    # irrelevant for a CPU build, so keep it out of the user's log.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
+
+
 def cuda_buildable() -> bool:
     """Whether a CUDA build makes sense: torch was built with CUDA, sees a GPU, and nvcc exists."""
-    from torch.utils import cpp_extension
-
+    cpp_extension = _cpp_extension()
     return torch.version.cuda is not None and torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
 
 
@@ -61,7 +74,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
     """Compile (or load from the cache) the extension; raises whatever the build raises."""
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
     name = "freeseg_ms_deform_attn_cuda" if with_cuda else "freeseg_ms_deform_attn_cpu"
     build_dir = ext_dir() / name
