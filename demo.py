@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""FreeSeg's demo entry point, kept for its users: the same as ``freeseg demo``.
+
+    python demo.py --config-file FILE --input IMAGES... --output DIR [--opts KEY VALUE ...]
+
+Run ``python demo.py --help`` for the options.
+"""
+import sys
+
+from freeseg.cli.main import run_command
+
+if __name__ == "__main__":
+    sys.exit(run_command("demo", sys.argv[1:], prog="demo.py"))
