@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -21,6 +22,8 @@ from pycocotools.cocoeval import COCOeval
 from ..utils.errors import FreeSegError
 from .panoptic import PanopticGroundTruth
 from .sem_seg import image_name
+
+logger = logging.getLogger(__name__)
 
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
               "ARl"]
@@ -54,11 +57,10 @@ def _rle_str(rle: dict) -> dict:
 class InstanceGroundTruth:
     """An image's instance ground truth as COCO annotations with contiguous category ids.
 
-    Sources, in order: a COCO instances JSON (``json_file``, data set category ids converted with
-    ``dataset_id_to_contiguous_id``; looked up by ``image_id`` or file name); the input's
-    ``annotations`` (contiguous ids, polygons or RLE, as the data set dicts carry them); the
-    input's panoptic ground truth (``pan_seg_file_name`` + ``segments_info``; ``things_only``
-    keeps thing segments only).
+    Sources, in order: the input's ``annotations`` (contiguous ids, polygons or RLE, as the data
+    set dicts carry them); a COCO instances JSON (``json_file``, data set category ids converted
+    with ``dataset_id_to_contiguous_id``; looked up by ``image_id`` or file name); the panoptic
+    ground truth (see :class:`PanopticGroundTruth`; with ``thing_ids`` only thing segments).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class InstanceGroundTruth:
         self._map = {int(k): int(v) for k, v in (dataset_id_to_contiguous_id or {}).items()}
         self._panoptic = panoptic
         self._things = set(int(t) for t in thing_ids) if thing_ids is not None else None
+        self._warned: set[int] = set()
         self._anns: dict[Any, list[dict]] = {}
         self._images: dict[Any, dict] = {}
         self._by_name: dict[str, Any] = {}
@@ -100,26 +103,31 @@ class InstanceGroundTruth:
             )
         return cat
 
+    def _from_json(self, inp: Mapping[str, Any]) -> tuple[int, int, list[dict]] | None:
+        key = inp.get("image_id")
+        if key not in self._images and inp.get("file_name"):
+            key = self._by_name.get(os.path.splitext(os.path.basename(inp["file_name"]))[0])
+        if key not in self._images:
+            return None
+        im = self._images[key]
+        out = []
+        for a in self._anns[key]:
+            if a["category_id"] not in self._map:
+                # Instance JSONs often cover more classes than a split (e.g. COCO's 80 things
+                # for a base-class set): those annotations are not part of this data set.
+                if a["category_id"] not in self._warned:
+                    self._warned.add(a["category_id"])
+                    logger.warning("instance ground truth: category id %s is not in the data set; "
+                                   "its annotations are dropped", a["category_id"])
+                continue
+            rle = _segmentation_to_rle(a["segmentation"], im["height"], im["width"])
+            out.append({"category_id": self._map[a["category_id"]],
+                        "segmentation": _rle_str(rle), "area": a["area"],
+                        "iscrowd": a.get("iscrowd", 0)})
+        return im["height"], im["width"], out
+
     def load(self, inp: Mapping[str, Any]) -> tuple[int, int, list[dict]]:
         """(height, width, [{"category_id", "segmentation" (RLE), "area", "iscrowd"}])."""
-        if self._images:
-            key = inp.get("image_id")
-            if key not in self._images and inp.get("file_name"):
-                key = self._by_name.get(os.path.splitext(os.path.basename(inp["file_name"]))[0])
-            if key in self._images:
-                im = self._images[key]
-                out = []
-                for a in self._anns[key]:
-                    if a["category_id"] not in self._map:
-                        raise FreeSegError(
-                            f"instance ground truth of image {image_name(inp)} has unknown category "
-                            f"id {a['category_id']}; fix the data set's id maps"
-                        )
-                    rle = _segmentation_to_rle(a["segmentation"], im["height"], im["width"])
-                    out.append({"category_id": self._map[a["category_id"]],
-                                "segmentation": _rle_str(rle), "area": a["area"],
-                                "iscrowd": a.get("iscrowd", 0)})
-                return im["height"], im["width"], out
         if "annotations" in inp:
             h, w = int(inp["height"]), int(inp["width"])
             out = []
@@ -129,7 +137,10 @@ class InstanceGroundTruth:
                             "segmentation": _rle_str(rle), "area": float(mask_util.area(rle)),
                             "iscrowd": int(a.get("iscrowd", 0))})
             return h, w, out
-        if self._panoptic is not None and inp.get("pan_seg_file_name"):
+        found = self._from_json(inp) if self._images else None
+        if found is not None:
+            return found
+        if self._panoptic is not None and (inp.get("pan_seg_file_name") or self._panoptic.has_json):
             ids, segs = self._panoptic.load(inp)
             out = []
             for sid, s in segs.items():

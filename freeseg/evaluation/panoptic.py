@@ -34,10 +34,10 @@ Segments = dict[int, dict[str, Any]]
 class PanopticGroundTruth:
     """Reads an image's panoptic ground truth with contiguous category ids.
 
-    Either from a COCO panoptic JSON + PNG folder (``panoptic_json``, ``panoptic_root``; category
-    ids are data set ids, converted with ``dataset_id_to_contiguous_id``), looked up by
-    ``image_id`` or file-name stem, or else from the input dict's ``pan_seg_file_name`` and
-    ``segments_info`` (contiguous ids, as the data set dicts carry them).
+    From the input dict's ``pan_seg_file_name`` and ``segments_info`` (contiguous ids, as the
+    data set dicts carry them), or else from a COCO panoptic JSON + PNG folder (``panoptic_json``,
+    ``panoptic_root``; data set category ids converted with ``dataset_id_to_contiguous_id``),
+    looked up by ``image_id`` or file-name stem.
     """
 
     def __init__(
@@ -53,6 +53,7 @@ class PanopticGroundTruth:
         self._by_id: dict[Any, dict] = {}
         self._by_stem: dict[str, dict] = {}
         self._map = {int(k): int(v) for k, v in (dataset_id_to_contiguous_id or {}).items()}
+        self._warned: set[int] = set()
         if panoptic_json:
             if not os.path.isfile(panoptic_json):
                 raise FreeSegError(
@@ -69,6 +70,10 @@ class PanopticGroundTruth:
                     self._by_id[ann["image_id"]] = ann
                     self._by_stem[os.path.splitext(ann["file_name"])[0]] = ann
 
+    @property
+    def has_json(self) -> bool:
+        return bool(self._by_id)
+
     def _from_json(self, inp: Mapping[str, Any]) -> tuple[str, list[dict]] | None:
         ann = self._by_id.get(inp.get("image_id"))
         if ann is None and inp.get("file_name"):
@@ -78,23 +83,31 @@ class PanopticGroundTruth:
         segs = []
         for s in ann["segments_info"]:
             if s["category_id"] not in self._map:
-                raise FreeSegError(
-                    f"panoptic ground truth of image {image_name(inp)} has unknown category id "
-                    f"{s['category_id']}; fix the data set's id maps"
-                )
+                # The data loader's rule (FreeSeg's): segments of classes outside the data set
+                # are dropped; their pixels stay non-void, as panopticapi treats them.
+                if s["category_id"] not in self._warned:
+                    self._warned.add(s["category_id"])
+                    logger.warning("panoptic ground truth: category id %s is not in the data set; "
+                                   "its segments are dropped", s["category_id"])
+                continue
             segs.append({**s, "category_id": self._map[s["category_id"]]})
         return os.path.join(self._root or "", ann["file_name"]), segs
 
     def load(self, inp: Mapping[str, Any]) -> tuple[np.ndarray, Segments]:
-        """(int64 ids [H, W], id -> {"category_id", "iscrowd", "area", ...}) of one input."""
-        found = self._from_json(inp) if self._by_id else None
-        if found is None:
-            if not inp.get("pan_seg_file_name") or "segments_info" not in inp:
-                raise FreeSegError(
-                    f"image {image_name(inp)} has no panoptic ground truth (not in panoptic_json, "
-                    "no 'pan_seg_file_name'/'segments_info'); evaluate on a panoptic data set"
-                )
+        """(int64 ids [H, W], id -> {"category_id", "iscrowd", "area", ...}) of one input.
+
+        The input's own ``pan_seg_file_name`` + ``segments_info`` (contiguous ids) come first;
+        the panoptic JSON is the fallback.
+        """
+        if inp.get("pan_seg_file_name") and "segments_info" in inp:
             found = inp["pan_seg_file_name"], list(inp["segments_info"])
+        else:
+            found = self._from_json(inp) if self._by_id else None
+        if found is None:
+            raise FreeSegError(
+                f"image {image_name(inp)} has no panoptic ground truth (no 'pan_seg_file_name'/"
+                "'segments_info', not in panoptic_json); evaluate on a panoptic data set"
+            )
         path, segs = found
         if not os.path.isfile(path):
             raise FreeSegError(
