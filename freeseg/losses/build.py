@@ -9,7 +9,6 @@ Config keys read (all under ``MODEL.MASK_FORMER`` unless noted):
 from __future__ import annotations
 
 from freeseg.losses.criterion import MASK_LOSSES, SetCriterion
-from freeseg.modeling.matcher import HungarianMatcher
 from freeseg.utils.errors import FreeSegError
 
 # LOSS_TYPE -> the matcher's mask cost that goes with it (each flavour matches the way it
@@ -49,13 +48,18 @@ def build_criterion(cfg) -> SetCriterion:
     ``FIXED_LOSS_WEIGHTS = True``: CE and class cost weighted by ``CLASS_WEIGHT`` (as in
     Mask2Former) and all DEC_LAYERS aux outputs supervised.
     """
+    # Imported here: the matcher imports this package's cost functions, so a module-level
+    # import would be circular whichever of the two is imported first.
+    from freeseg.modeling.matcher import HungarianMatcher
+
     mf = cfg.MODEL.MASK_FORMER
     loss_type = mf.LOSS_TYPE
     if loss_type not in MASK_LOSSES:
         raise FreeSegError(
             f"MODEL.MASK_FORMER.LOSS_TYPE={loss_type!r} is not one of {MASK_LOSSES}; pick one of those"
         )
-    fixed = bool(mf.FIXED_LOSS_WEIGHTS)
+    # FIXED_LOSS_WEIGHTS is our key; a config without it means the original behaviour.
+    fixed = bool(mf.get("FIXED_LOSS_WEIGHTS", False))
     class_weight = float(mf.CLASS_WEIGHT) if fixed else 1.0
     num_aux = mf.DEC_LAYERS if fixed else mf.DEC_LAYERS - 1
     matcher = HungarianMatcher(
