@@ -1,0 +1,63 @@
+"""Sine position encoding of DETR / Mask2Former (used by the pixel decoder and the decoder)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Fixed 2-D sine/cosine position encoding, "Attention is all you need" style, per pixel.
+
+    The output has ``2 * num_pos_feats`` channels: the first half encodes y, the second x.
+
+    Args:
+        num_pos_feats: channels per axis (half of the model width).
+        temperature: wavelength base.
+        normalize: scale the cumulative coordinates to (0, ``scale``].
+        scale: the range of normalised coordinates (2π by default).
+    """
+
+    def __init__(
+        self,
+        num_pos_feats: int = 64,
+        temperature: float = 10000,
+        normalize: bool = False,
+        scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        if scale is not None and not normalize:
+            raise ValueError("PositionEmbeddingSine: scale given, so normalize must be True")
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = 2 * math.pi if scale is None else scale
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoding for the grid of ``x``.
+
+        Args:
+            x: [B, C, H, W]; only its size, device (and batch) are used.
+            mask: bool [B, H, W], True = padding (not counted), or None.
+        Returns:
+            float32 [B, 2 * num_pos_feats, H, W].
+        """
+        if mask is None:
+            mask = torch.zeros((x.size(0), x.size(2), x.size(3)), device=x.device, dtype=torch.bool)
+        not_mask = ~mask
+        y_embed = not_mask.cumsum(1, dtype=torch.float32)
+        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            eps = 1e-6
+            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * (dim_t // 2) / self.num_pos_feats)
+
+        pos_x = x_embed[:, :, :, None] / dim_t  # B H W F
+        pos_y = y_embed[:, :, :, None] / dim_t
+        pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)  # B H W 2F -> B 2F H W
