@@ -1,0 +1,53 @@
+"""Mask resizing and semantic inference, against the original's outputs (fixture A)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from freeseg.postprocess import resize_to_output, semantic_inference, upsample_masks
+from tests.conftest import load_pt
+
+
+@pytest.fixture(scope="module")
+def outputs(fixture_a):
+    return load_pt(fixture_a / "outputs.pt")
+
+
+def test_sem_seg_matches_reference(outputs):
+    for image in outputs["per_image"]:
+        rec = image["tasks"]["semantic segmentation."]
+        masks = upsample_masks(rec["pred_masks"], image["padded_size"], image["image_size"])
+        assert tuple(masks.shape[-2:]) == tuple(image["image_size"])
+        sem = resize_to_output(semantic_inference(rec["ensembled_scores"], masks), *image["output_size"])
+        assert sem.shape == image["sem_seg"].shape
+        assert (sem - image["sem_seg"]).abs().max().item() < 1e-4
+
+
+def test_semantic_inference_by_hand():
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    logits = torch.stack([torch.full((2, 3), 10.0), torch.full((2, 3), -10.0)])
+    logits[1, 0, 0] = 10.0  # pixel (0, 0) is covered by both queries
+    sem = semantic_inference(scores, logits)
+    assert sem.shape == (2, 2, 3)
+    s1, s0 = torch.sigmoid(torch.tensor(10.0)).item(), torch.sigmoid(torch.tensor(-10.0)).item()
+    assert sem[:, 0, 0].tolist() == pytest.approx([(0.9 + 0.2) * s1, (0.1 + 0.8) * s1])
+    assert sem[:, 1, 2].tolist() == pytest.approx([0.9 * s1 + 0.2 * s0, 0.1 * s1 + 0.8 * s0])
+
+
+def test_upsample_uses_align_corners_true_then_crops():
+    logits = torch.arange(4.0).view(1, 2, 2)
+    up = upsample_masks(logits, (4, 4), (3, 2))
+    assert up.shape == (1, 3, 2)
+    # align_corners=True keeps the corner values exactly.
+    assert up[0, 0, 0].item() == 0.0
+    full = F.interpolate(logits[None], size=(4, 4), mode="bilinear", align_corners=True)[0]
+    assert torch.equal(up, full[:, :3, :2])
+    assert full[0, 3, 3].item() == 3.0
+
+
+def test_resize_to_output_align_corners_false():
+    x = torch.randn(3, 5, 7)
+    assert resize_to_output(x, 5, 7) is x
+    want = F.interpolate(x[None], size=(10, 3), mode="bilinear", align_corners=False)[0]
+    assert torch.equal(resize_to_output(x, 10, 3), want)
