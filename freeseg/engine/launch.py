@@ -1,0 +1,152 @@
+"""Start one process per device and set up ``torch.distributed``.
+
+Three ways in:
+- ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``): the
+  process group is initialised from the environment (``env://``) and ``main_func`` runs here;
+- ``--num-gpus N`` (× ``--num-machines M``): N processes are spawned on this machine
+  (``torch.multiprocessing``, start method ``spawn``), rendezvous at ``--dist-url``
+  (``tcp://host:port``; ``auto`` picks a free local port, one machine only);
+- otherwise ``main_func`` runs in this process without a process group.
+NCCL is used when the processes drive GPUs, gloo on CPU (so a 2-process CPU run works).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from ..utils import comm
+from ..utils.errors import FreeSegError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def default_backend(use_cuda: bool | None = None) -> str:
+    if use_cuda is None:
+        use_cuda = torch.cuda.is_available()
+    return "nccl" if use_cuda else "gloo"
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launch(
+    main_func: Callable[..., Any],
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str | None = None,
+    args: tuple[Any, ...] = (),
+    backend: str | None = None,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> Any:
+    """Run ``main_func(*args)`` on every process of the job; returns its result in one process.
+
+    A :class:`FreeSegError` raised by any spawned process is raised again here with its
+    message, so the command line can print it as one line.
+    """
+    backend = backend or default_backend()
+    if launched_by_torchrun():
+        _init_group(backend, "env://", int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"]),
+                    int(os.environ.get("LOCAL_RANK", 0)), timeout)
+        try:
+            return main_func(*args)
+        finally:
+            dist.destroy_process_group()
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1:
+        return main_func(*args)
+    if num_gpus_per_machine < 1 or not 0 <= machine_rank < num_machines:
+        raise FreeSegError(
+            f"--num-gpus {num_gpus_per_machine} --num-machines {num_machines} --machine-rank "
+            f"{machine_rank} is not a valid layout; machine ranks run from 0 to num-machines-1"
+        )
+    if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
+        raise FreeSegError(
+            f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} GPUs are visible; "
+            "lower --num-gpus (or set MODEL.DEVICE cpu for CPU processes)"
+        )
+    if dist_url in (None, "", "auto"):
+        if num_machines > 1:
+            raise FreeSegError("--dist-url auto works on one machine only; pass tcp://<rank-0 host>:<port>")
+        dist_url = f"tcp://127.0.0.1:{find_free_port()}"
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    try:
+        mp.start_processes(
+            _worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, args, backend, dist_url, world_size, num_gpus_per_machine, machine_rank,
+                  timeout, errors),
+            start_method="spawn",
+        )
+    except mp.ProcessExitedException:
+        if not errors.empty():
+            raise FreeSegError(errors.get()) from None
+        raise
+    return None
+
+
+def _init_group(backend: str, url: str, world: int, rank: int, local_rank: int, timeout: timedelta) -> None:
+    os.environ["LOCAL_RANK"] = str(local_rank)  # read by freeseg.utils.comm.get_local_rank
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, init_method=url, world_size=world, rank=rank, timeout=timeout)
+    comm.synchronize()
+
+
+def _worker(
+    local_rank: int,
+    main_func: Callable[..., Any],
+    args: tuple[Any, ...],
+    backend: str,
+    dist_url: str,
+    world_size: int,
+    gpus_per_machine: int,
+    machine_rank: int,
+    timeout: timedelta,
+    errors: Any,
+) -> None:
+    rank = machine_rank * gpus_per_machine + local_rank
+    _init_group(backend, dist_url, world_size, rank, local_rank, timeout)
+    try:
+        main_func(*args)
+    except FreeSegError as e:
+        # Exit with a status (no traceback) and hand the one-line message to the parent.
+        errors.put(f"rank {rank}: {e}")
+        raise SystemExit(2) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def create_ddp_model(model: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:
+    """Wrap ``model`` in DDP when running distributed; frozen parameters (CLIP, loaded prompts)
+    are left out of DDP's start-up broadcast and its gradient buckets."""
+    if comm.get_world_size() == 1:
+        return model
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,  # FrozenBN statistics are identical everywhere; BN is frozen
+        find_unused_parameters=find_unused_parameters,
+    )

@@ -1,0 +1,190 @@
+"""``train_net.py`` / ``freeseg train`` / ``freeseg eval``: FreeSeg's command line.
+
+    train_net.py --config-file cfg.yaml [--num-gpus N] [--resume] [--eval-only] KEY VALUE ...
+
+Both FreeSeg stages are plain models here: stage 1 (``ProposalClipClassifier``, prompt
+learning) and stage 2 (``OpenVocabulary``, all tasks) train and evaluate through the same path.
+
+Flow of :func:`main` (runs in every process): :func:`setup` (config, output folder, logs,
+seeds) → ``build_model`` → either evaluation with ``MODEL.WEIGHTS`` (``--eval-only``) or
+:func:`do_train` (resume or load weights, DDP, trainer with hooks, final evaluation).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ..utils import comm
+from ..utils.errors import FreeSegError
+from .checkpoint import Checkpointer, config_fingerprint
+from .defaults import (
+    amp_dtype,
+    build_hooks,
+    cfg_get,
+    default_setup,
+    per_rank_batch_size,
+    require_weights,
+)
+from .launch import create_ddp_model, default_backend, launch
+from .lr_scheduler import build_lr_scheduler
+from .optimizer import build_grad_clipper, build_optimizer
+from .train_loop import Trainer
+from .weights import load_checkpoint
+
+logger = logging.getLogger("freeseg.engine")
+
+
+def setup(args: Any) -> Any:
+    """Config from ``--config-file`` and trailing ``KEY VALUE`` opts, then :func:`default_setup`."""
+    cfg = load_config(args)
+    per_rank_batch_size(int(cfg.SOLVER.IMS_PER_BATCH), comm.get_world_size())
+    default_setup(cfg, args)
+    return cfg
+
+
+def load_config(args: Any) -> Any:
+    from ..config import get_cfg
+
+    cfg = get_cfg()
+    if getattr(args, "config_file", ""):
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(list(getattr(args, "opts", []) or []))
+    cfg.freeze()
+    return cfg
+
+
+def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
+    """Evaluate on every ``DATASETS.TEST`` set; results per set (flattened when there is one)."""
+    from ..data import build_test_loader
+    from ..evaluation import build_evaluator, inference_on_dataset
+
+    results: dict[str, Any] = {}
+    for name in cfg.DATASETS.TEST:
+        loader = build_test_loader(cfg, name)
+        evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
+        results[name] = inference_on_dataset(model, loader, evaluator)
+        if comm.is_main_process():
+            logger.info("evaluation on %s: %s", name, results[name])
+    if len(results) == 1:
+        return next(iter(results.values()))
+    return results
+
+
+def _maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
+    if not enabled:
+        return model
+    logger.info("compiling the model with torch.compile (the first iterations are slow)")
+    return torch.compile(model)
+
+
+def do_train(
+    cfg: Any,
+    model: nn.Module,
+    *,
+    resume: bool = False,
+    data_loader: Iterable[Any] | None = None,
+    eval_fn: Callable[[], Mapping[str, Any]] | None = None,
+    log_period: int | None = None,
+) -> Trainer:
+    """Train ``model`` for ``SOLVER.MAX_ITER`` iterations; returns the finished trainer.
+
+    ``data_loader`` defaults to ``freeseg.data.build_train_loader(cfg)``; ``eval_fn`` to
+    :func:`do_test` on the unwrapped model when ``DATASETS.TEST`` is set. Raises
+    :class:`FreeSegError` before any iteration for a bad resume or missing weights.
+    """
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    dtype = amp_dtype(cfg)
+    fingerprint = config_fingerprint(cfg)
+    # The checkpointer holds the bare model; the trainer the wrapped (DDP / compiled) one.
+    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=scheduler,
+                                fingerprint=fingerprint)
+    start_iter = 0
+    last = checkpointer.last_checkpoint() if resume else None
+    trained = _maybe_compile(
+        create_ddp_model(model, find_unused_parameters=bool(cfg_get(cfg, "SOLVER.DDP_FIND_UNUSED_PARAMETERS", False))),
+        bool(cfg_get(cfg, "SOLVER.COMPILE", False)),
+    )
+    if data_loader is None:
+        from ..data import build_train_loader
+
+        data_loader = build_train_loader(cfg)
+    if eval_fn is None and len(cfg.DATASETS.TEST) > 0:
+        eval_fn = lambda: do_test(cfg, model)  # noqa: E731
+    trainer = Trainer(
+        trained, data_loader, optimizer,
+        scheduler=scheduler,
+        grad_clipper=build_grad_clipper(cfg),
+        amp_dtype=dtype,
+        nonfinite=str(cfg_get(cfg, "SOLVER.NONFINITE_LOSS", "stop")),
+    )
+    checkpointer.scaler = trainer.scaler
+    if last is not None:
+        start_iter = checkpointer.resume(last)
+    elif cfg.MODEL.WEIGHTS:
+        load_checkpoint(model, cfg.MODEL.WEIGHTS)
+    trainer.register_hooks(build_hooks(cfg, trainer, checkpointer, eval_fn, log_period))
+    trainer.train(start_iter, int(cfg.SOLVER.MAX_ITER))
+    if trainer.stopped_early:
+        logger.warning("stopped by %s after iteration %d; rerun with --resume to continue",
+                       trainer.stop_requested, trainer.iter - 1)
+    return trainer
+
+
+def main(args: Any) -> Any:
+    """One process's job: evaluation (``--eval-only``) or training. Returns eval results."""
+    from ..modeling import build_model
+
+    cfg = setup(args)
+    model = build_model(cfg)
+    logger.info("model %s: %.2fM parameters, %.2fM trainable", type(model).__name__,
+                sum(p.numel() for p in model.parameters()) / 1e6,
+                sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
+    if args.eval_only:
+        last = Checkpointer(model, cfg.OUTPUT_DIR).last_checkpoint() if args.resume else None
+        load_checkpoint(model, last or require_weights(cfg))
+        return do_test(cfg, model)
+    trainer = do_train(cfg, model, resume=args.resume)
+    return _eval_results(trainer)
+
+
+def _eval_results(trainer: Trainer) -> Mapping[str, Any]:
+    for hook in trainer.hooks:
+        if hasattr(hook, "results"):
+            return hook.results
+    return {}
+
+
+def run(args: Any) -> Any:
+    """Launch :func:`main` on ``--num-gpus`` × ``--num-machines`` processes (or torchrun's)."""
+    backend = None
+    if args.num_gpus * args.num_machines > 1 or "WORLD_SIZE" in os.environ:
+        # Peek at the device so CPU runs use gloo even on a machine with GPUs.
+        backend = default_backend(str(load_config(args).MODEL.DEVICE).startswith("cuda"))
+    return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                  dist_url=args.dist_url, args=(args,), backend=backend)
+
+
+def cli(argv: list[str] | None = None, *, eval_only: bool = False) -> int:
+    """Entry point for ``train_net.py`` and ``freeseg train|eval``: exit status, no traceback
+    for user errors (``error: <message>`` on stderr, status 2)."""
+    from ..cli.args import default_argument_parser
+
+    args = default_argument_parser().parse_args(argv)
+    if eval_only:
+        args.eval_only = True
+    try:
+        run(args)
+    except FreeSegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

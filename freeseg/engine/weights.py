@@ -1,0 +1,203 @@
+"""Loading model weights from any of the files users have: :func:`load_checkpoint`.
+
+Formats, recognised by content (not by name):
+- our checkpoints and FreeSeg/detectron2 ``.pth`` files: ``{"model": state_dict, ...}``;
+- detectron2 model-zoo ``.pkl`` pickles: ``{"model": {name: ndarray}, "__author__": ...}`` or a
+  bare ``{name: ndarray}``, with Caffe2 (``res2_0_branch2a_w``) or detectron2 names;
+- torchvision / timm backbone state dicts (``.pth``, ``.bin``, ``.safetensors``, or
+  ``{"state_dict": ...}``).
+When no key of the file names a key of the model, the file is a backbone: its names are
+converted by ``freeseg.modeling.backbone.weights.convert_to_d2_backbone`` and put under
+``backbone.``.
+
+Remote names are never downloaded (this project runs offline): ``detectron2://X`` and
+``https://host/.../X`` are looked up under ``$FREESEG_WEIGHTS`` (default ``weights/``) as
+``X`` (``detectron2://DeepLab/R-103.pkl`` → ``weights/DeepLab/R-103.pkl``).
+
+Before ``load_state_dict``, every submodule that defines
+``prepare_for_state_dict(state_dict)`` gets the entries under its own prefix (prefix
+stripped, as its own ``load_state_dict`` would see them), so that it can rebuild itself to the
+checkpoint's shapes (the CLIP adapter rebuilds its CLIP to the checkpoint's architecture).
+Shape mismatches that remain are an error listing the keys, never skipped.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..utils.errors import FreeSegError
+
+logger = logging.getLogger(__name__)
+
+_D2_URL_PREFIXES = ("https://dl.fbaipublicfiles.com/detectron2/", "http://dl.fbaipublicfiles.com/detectron2/")
+
+
+def weights_root() -> str:
+    return os.environ.get("FREESEG_WEIGHTS", "weights")
+
+
+def resolve_weights_path(path: str) -> str:
+    """Map ``detectron2://`` / ``http(s)://`` names to a local file; error if it is absent."""
+    if path.startswith("detectron2://"):
+        relative = path[len("detectron2://"):]
+    elif path.startswith(_D2_URL_PREFIXES):
+        relative = path.split("/detectron2/", 1)[1]
+    elif path.startswith(("http://", "https://")):
+        relative = urlparse(path).path.lstrip("/")
+    else:
+        if not os.path.isfile(path):
+            raise FreeSegError(
+                f"weights file not found: {path}; check MODEL.WEIGHTS (a local .pth/.pkl path)"
+            )
+        return path
+    local = os.path.join(weights_root(), relative)
+    if os.path.isfile(local):
+        return local
+    flat = os.path.join(weights_root(), os.path.basename(relative))
+    if os.path.isfile(flat):
+        return flat
+    raise FreeSegError(
+        f"weights {path} are not available offline: download them and put the file at {local} "
+        f"(or set $FREESEG_WEIGHTS to the folder that holds {relative})"
+    )
+
+
+def read_weights_file(path: str) -> dict[str, Any]:
+    """The raw object stored in ``path`` (a dict), read without executing code."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    if path.endswith(".pkl"):
+        # detectron2 model-zoo pickles hold only numpy arrays and builtins; latin1 for the
+        # Python-2 era Caffe2 files.
+        with open(path, "rb") as f:
+            obj = _SafeUnpickler(f, encoding="latin1").load()
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise FreeSegError(
+                f"{path} holds objects other than tensors and builtins and was not loaded "
+                f"(weights_only): {str(e).splitlines()[0]}; re-save its state dict with torch.save"
+            ) from None
+    if not isinstance(obj, dict):
+        raise FreeSegError(f"{path} holds a {type(obj).__name__}, not a state dict; save model.state_dict()")
+    return obj
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and builtins only (no arbitrary code from a weights file)."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise FreeSegError(f"weights pickle refers to {module}.{name}; only numpy arrays are allowed")
+
+
+def extract_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The ``name -> tensor`` mapping inside a checkpoint object (numpy arrays converted)."""
+    for key in ("model", "state_dict", "model_state", "blobs"):  # blobs: Caffe2 pickles
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    state: dict[str, torch.Tensor] = {}
+    for name, value in obj.items():
+        if name.endswith("_momentum"):  # Caffe2 solver state, not weights
+            continue
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor):
+            state[name] = value
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP wrapper
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def to_model_names(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Return ``state`` named as ``model`` names it: as is, or converted as a backbone."""
+    model_keys = set(model.state_dict())
+    if not state or any(k in model_keys for k in state):
+        return state
+    if not hasattr(model, "backbone"):
+        return state  # nothing to map to; every key will be reported unexpected
+    from ..modeling.backbone.weights import convert_to_d2_backbone
+
+    converted = convert_to_d2_backbone(state)
+    logger.info("weights look like a backbone: %d tensors converted to backbone.* names", len(converted))
+    return {f"backbone.{k}": v for k, v in converted.items()}
+
+
+def _prepare_modules(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    for name, module in model.named_modules():
+        hook = getattr(module, "prepare_for_state_dict", None)
+        if not callable(hook):
+            continue
+        prefix = f"{name}." if name else ""
+        hook({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    """``a.b.{x, y}``-style grouping so a list of hundreds of keys stays readable."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for k in keys:
+        head, _, tail = k.rpartition(".")
+        groups[head].append(tail)
+    parts = [f"{h}.{{{', '.join(t)}}}" if len(t) > 1 else f"{h}.{t[0]}" if h else t[0]
+             for h, t in groups.items()]
+    more = f" ... and {len(parts) - limit} more groups" if len(parts) > limit else ""
+    return "; ".join(parts[:limit]) + more
+
+
+def load_state_dict_checked(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str
+) -> tuple[list[str], list[str]]:
+    """``load_state_dict(strict=False)`` after the prepare hooks, refusing shape mismatches."""
+    _prepare_modules(model, state)
+    own = model.state_dict()
+    bad = [f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+           for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        shown = ", ".join(bad[:6]) + (f" ... ({len(bad)} keys)" if len(bad) > 6 else "")
+        raise FreeSegError(
+            f"checkpoint {source} does not match the model: shapes differ for {shown}; "
+            "use the config the checkpoint was trained with"
+        )
+    result = model.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing:
+        logger.warning("%d model keys not in %s: %s", len(missing), source, _summarise(missing))
+    if unexpected:
+        logger.warning("%d keys of %s not in the model: %s", len(unexpected), source, _summarise(unexpected))
+    logger.info("loaded %d tensors from %s", len(state) - len(unexpected), source)
+    return missing, unexpected
+
+
+def load_checkpoint(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+    """Load weights from ``path`` (any format above) into ``model``.
+
+    Returns ``(missing, unexpected)``: model keys the file lacks, and file keys the model
+    lacks (both also logged). Raises :class:`FreeSegError` for a missing file, an unreadable
+    format or a shape mismatch.
+    """
+    while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model._orig_mod
+    local = resolve_weights_path(path)
+    state = to_model_names(extract_state_dict(read_weights_file(local)), model)
+    if not state:
+        raise FreeSegError(f"{local} holds no tensors; point MODEL.WEIGHTS at a model checkpoint")
+    return load_state_dict_checked(model, state, local)

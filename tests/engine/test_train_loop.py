@@ -1,0 +1,126 @@
+"""The trainer on a toy model: learning, logging, AMP, non-finite losses, signals."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from freeseg.engine.defaults import seed_all_rng
+from freeseg.engine.hooks import PeriodicCheckpointer
+from freeseg.engine.train_loop import HookBase, NonFiniteLossError
+from freeseg.engine.train_net import do_train
+from freeseg.utils.errors import FreeSegError
+
+from .toy import ToyLoader, ToySegmenter, toy_cfg
+
+
+def _train(cfg, model=None, **kw):
+    seed_all_rng(cfg.SEED)
+    model = model or ToySegmenter()
+    return do_train(cfg, model, data_loader=ToyLoader(), log_period=kw.pop("log_period", 1), **kw)
+
+
+def _metrics(out):
+    with open(os.path.join(out, "metrics.json")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_toy_trains_30_iterations_and_loss_goes_down(tmp_path):
+    trainer = _train(toy_cfg(tmp_path))
+    losses = trainer.storage.history("loss_ce")
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    rows = _metrics(tmp_path)
+    assert [r["iteration"] for r in rows] == list(range(30))
+    for key in ("total_loss", "loss_ce", "loss_reg", "lr", "time", "data_time", "eta_seconds"):
+        assert key in rows[-1], key
+    assert rows[0]["lr"] == pytest.approx(0.05)
+    assert rows[-1]["lr"] < rows[0]["lr"]
+    assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    assert (tmp_path / "model_final.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == [
+        "model_0000004.pth", "model_0000009.pth", "model_0000014.pth", "model_0000019.pth",
+        "model_0000024.pth", "model_final.pth"]
+
+
+def test_bf16_amp_smoke(tmp_path):
+    trainer = _train(toy_cfg(tmp_path, max_iter=3, **{"AMP.ENABLED": True, "AMP.DTYPE": "bfloat16"}))
+    assert trainer.scaler is None
+    assert all(torch.isfinite(torch.tensor(trainer.storage.history("total_loss"))))
+
+
+def test_fp16_amp_uses_a_grad_scaler(tmp_path):
+    trainer = _train(toy_cfg(tmp_path, max_iter=2, **{"AMP.ENABLED": True, "AMP.DTYPE": "float16"}))
+    assert trainer.scaler is not None and trainer.scaler.is_enabled()
+    assert "scaler" in torch.load(tmp_path / "model_final.pth", weights_only=True)
+
+
+def test_nonfinite_loss_stops_with_iteration_and_terms(tmp_path):
+    model = ToySegmenter()
+
+    class Poison(HookBase):
+        def after_step(self):
+            if self.trainer.iter == 6:
+                model.force_nan = True
+
+    cfg = toy_cfg(tmp_path, max_iter=20)
+    seed_all_rng(cfg.SEED)
+    good = None
+    with pytest.raises(NonFiniteLossError, match=r"iteration 7 \(loss_ce=nan\)"):
+        from freeseg.engine import train_net
+
+        orig = train_net.build_hooks
+        train_net.build_hooks = lambda *a, **k: orig(*a, **k) + [Poison()]
+        try:
+            do_train(cfg, model, data_loader=ToyLoader(), log_period=1)
+        finally:
+            train_net.build_hooks = orig
+    good = torch.load(tmp_path / "model_0000004.pth", weights_only=True)
+    assert good["iteration"] == 4
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert not (tmp_path / "model_final.pth").exists()
+    assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
+
+
+def test_nonfinite_loss_skip_counts(tmp_path):
+    model = ToySegmenter()
+    model.force_nan = True
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = _train(toy_cfg(tmp_path, max_iter=4, NONFINITE_LOSS="skip"), model=model)
+    assert trainer.nonfinite_skips == 4
+    assert _metrics(tmp_path)[-1]["nonfinite_skips"] == 4
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no update
+
+
+def test_sigterm_saves_and_stops(tmp_path):
+    class Kill(HookBase):
+        def after_step(self):
+            if self.trainer.iter == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    from freeseg.engine import train_net
+
+    orig = train_net.build_hooks
+    train_net.build_hooks = lambda *a, **k: orig(*a, **k) + [Kill()]
+    try:
+        trainer = _train(toy_cfg(tmp_path, max_iter=30, CHECKPOINT_PERIOD=100))
+    finally:
+        train_net.build_hooks = orig
+    assert trainer.stopped_early and trainer.stop_requested == "SIGTERM"
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
+    assert torch.load(tmp_path / "model_0000003.pth", weights_only=True)["iteration"] == 3
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+
+
+def test_model_must_return_a_loss_dict(tmp_path):
+    class Bad(ToySegmenter):
+        def forward(self, batch):
+            return super().forward(batch)["loss_ce"]
+
+    with pytest.raises(FreeSegError, match="dict of losses"):
+        _train(toy_cfg(tmp_path, max_iter=2), model=Bad())
