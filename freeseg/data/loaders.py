@@ -1,0 +1,207 @@
+"""Training and test data loaders (detectron2's semantics, without detectron2).
+
+* Training: an infinite stream of shuffled indices, identical on every rank (shared seed) and
+  split rank-wise; per-rank batch = ``SOLVER.IMS_PER_BATCH`` / world size. Augmentation randomness
+  is seeded per rank and worker, so a run is reproducible for a given seed and worker count.
+  FreeSeg disabled shuffling whenever samples carried a ``task`` key (stage 1), which made every
+  batch single-class; we always shuffle.
+* Test: each rank gets a contiguous shard of the data set, in order, batch 1.
+* Batches are plain lists of dicts (the model pads). A corrupt image is skipped with a warning and
+  counted (``DATALOADER.SKIP_CORRUPT``); any other failure in a worker is re-raised naming the
+  sample's file.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing as mp
+import random
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+
+from ..utils import comm
+from ..utils.errors import ConfigError, FreeSegError
+from .catalog import DatasetCatalog
+from .mappers import REGION_MAPPERS, CorruptImageError, EmptyRegion, build_mapper
+from .sampling import sample_per_task_class
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingSampler(Sampler[int]):
+    """Infinite shuffled indices; every rank draws the same permutations (``seed``) and keeps
+    positions ``rank, rank + world, ...``."""
+
+    def __init__(self, size: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if size <= 0:
+            raise FreeSegError("the training data set is empty; check DATASETS.TRAIN and its folders")
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+
+    def _infinite(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed)
+        while True:
+            yield from (torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(self._infinite(), self.rank, None, self.world_size)
+
+
+class InferenceSampler(Sampler[int]):
+    """Contiguous, ordered shard of ``range(size)`` for this rank (sizes differ by at most one)."""
+
+    def __init__(self, size: int, *, rank: int = 0, world_size: int = 1) -> None:
+        shard, left = divmod(size, world_size)
+        sizes = [shard + int(r < left) for r in range(world_size)]
+        begin = sum(sizes[:rank])
+        self.indices = list(range(begin, begin + sizes[rank]))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class MappedDataset(Dataset):
+    """Applies ``mapper`` to ``dicts[i]``. Training (``redraw=True``): a corrupt image or an empty
+    stage-1 region is replaced by another random sample; test: such samples give ``None`` (dropped
+    from the batch). ``skipped`` counts corrupt images across worker processes."""
+
+    def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict], *, redraw: bool, skip_corrupt: bool = True) -> None:
+        self.dicts, self.mapper = dicts, mapper
+        self.redraw, self.skip_corrupt = redraw, skip_corrupt
+        self.skipped = mp.Value("i", 0)
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def _map(self, d: dict) -> dict:
+        try:
+            return self.mapper(d)
+        except (FreeSegError, EmptyRegion):
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised with the sample's file name
+            raise FreeSegError(f"mapping sample {d.get('file_name')} failed: {type(e).__name__}: {e}") from e
+
+    def __getitem__(self, index: int) -> dict | None:
+        for attempt in range(100):
+            d = self.dicts[index]
+            try:
+                return self._map(d)
+            except CorruptImageError as e:
+                if not self.skip_corrupt:
+                    raise
+                with self.skipped.get_lock():
+                    self.skipped.value += 1
+                logger.warning("skipping corrupt sample (%d skipped so far): %s", self.skipped.value, e)
+            except EmptyRegion:
+                pass
+            if not self.redraw:
+                return None
+            index = int(np.random.randint(len(self.dicts)))
+        raise FreeSegError(f"100 samples in a row failed to map (last: {d.get('file_name')}); check the data set")
+
+
+def trivial_batch_collator(batch: list[dict | None]) -> list[dict]:
+    """A batch is the list of mapped dicts (skipped samples removed); the model pads."""
+    return [b for b in batch if b is not None]
+
+
+def _seed_all(seed: int) -> None:
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _WorkerInit:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, worker_id: int) -> None:
+        _seed_all(self.seed + worker_id)
+
+
+def build_train_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *, total_batch_size: int,
+                            num_workers: int = 0, seed: int = 0, skip_corrupt: bool = True,
+                            rank: int | None = None, world_size: int | None = None) -> DataLoader:
+    """Infinite training loader over ``dicts`` yielding lists of ``total_batch_size // world`` samples."""
+    rank = comm.get_rank() if rank is None else rank
+    world_size = comm.get_world_size() if world_size is None else world_size
+    if total_batch_size % world_size:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH={total_batch_size} is not divisible by the {world_size} processes; "
+            "make it a multiple of the world size"
+        )
+    per_rank = total_batch_size // world_size
+    sampler = TrainingSampler(len(dicts), seed=seed, rank=rank, world_size=world_size)
+    rank_seed = seed * 1000 + rank * 100  # per rank, then per worker
+    if num_workers == 0:
+        _seed_all(rank_seed)
+    return DataLoader(
+        MappedDataset(dicts, mapper, redraw=True, skip_corrupt=skip_corrupt),
+        batch_sampler=BatchSampler(sampler, per_rank, drop_last=True),
+        num_workers=num_workers,
+        collate_fn=trivial_batch_collator,
+        worker_init_fn=_WorkerInit(rank_seed) if num_workers > 0 else None,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def build_test_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *, batch_size: int = 1,
+                           num_workers: int = 0, skip_corrupt: bool = True,
+                           rank: int | None = None, world_size: int | None = None) -> DataLoader:
+    """Ordered loader over this rank's shard of ``dicts``."""
+    rank = comm.get_rank() if rank is None else rank
+    world_size = comm.get_world_size() if world_size is None else world_size
+    sampler = InferenceSampler(len(dicts), rank=rank, world_size=world_size)
+    return DataLoader(
+        MappedDataset(dicts, mapper, redraw=False, skip_corrupt=skip_corrupt),
+        batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        num_workers=num_workers,
+        collate_fn=trivial_batch_collator,
+    )
+
+
+def get_dataset_dicts(names: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
+    """Concatenate registered data sets; each dict gets ``meta = {"dataset_name": name}``."""
+    if isinstance(names, str):
+        names = [names]
+    out = []
+    for name in names:
+        dicts = DatasetCatalog.get(name)
+        if not dicts:
+            raise FreeSegError(f"data set '{name}' is empty; check its folders")
+        out.extend({**d, "meta": {"dataset_name": name}} for d in dicts)
+    return out
+
+
+def _seed(cfg) -> int:
+    return int(cfg.SEED) if cfg.SEED >= 0 else comm.shared_random_seed()
+
+
+def build_train_loader(cfg) -> DataLoader:
+    """Training loader for ``DATASETS.TRAIN`` with the mapper ``INPUT.DATASET_MAPPER_NAME``;
+    stage-1 data sets are reduced to ``DATASETS.SAMPLE_PER_CLASS`` per (task, class)."""
+    dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
+    if cfg.INPUT.DATASET_MAPPER_NAME in REGION_MAPPERS:
+        dicts = sample_per_task_class(dicts, cfg.DATASETS.SAMPLE_PER_CLASS, cfg.DATASETS.SAMPLE_SEED)
+    return build_train_loader_from(
+        dicts, build_mapper(cfg, True), total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        num_workers=cfg.DATALOADER.NUM_WORKERS, seed=_seed(cfg), skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT,
+    )
+
+
+def build_test_loader(cfg, dataset_name: str) -> DataLoader:
+    """Sharded, ordered test loader for one data set (batch 1; stage-1 classification sets use
+    ``SOLVER.TEST_IMS_PER_BATCH``)."""
+    region = cfg.INPUT.DATASET_MAPPER_NAME in REGION_MAPPERS
+    return build_test_loader_from(
+        get_dataset_dicts([dataset_name]), build_mapper(cfg, False),
+        batch_size=cfg.SOLVER.TEST_IMS_PER_BATCH if region else 1,
+        num_workers=cfg.DATALOADER.NUM_WORKERS, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT,
+    )

@@ -1,0 +1,122 @@
+"""Reading images and label maps, checking them, and building per-task targets."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ...utils.errors import FreeSegError
+
+logger = logging.getLogger(__name__)
+
+
+class CorruptImageError(FreeSegError):
+    """An image (or label map) that cannot be decoded; loaders skip it with a warning and count it."""
+
+
+def read_image(path: str) -> np.ndarray:
+    """uint8 [H, W, 3] RGB (EXIF orientation is not applied, as detectron2 with format RGB)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise CorruptImageError(f"cannot decode image {path}: {e}") from e
+
+
+def read_label_map(path: str) -> np.ndarray:
+    """int64 [H, W] label map (uint8 or uint16 PNG/TIFF)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise CorruptImageError(f"cannot decode label map {path}: {e}") from e
+    if arr.ndim != 2:
+        raise FreeSegError(f"label map {path} has shape {arr.shape}; expected a single-channel label PNG")
+    return arr.astype(np.int64)
+
+
+def read_panoptic_ids(path: str) -> np.ndarray:
+    """int64 [H, W] segment ids from a COCO panoptic PNG (id = R + 256·G + 256²·B, 0 = void)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise CorruptImageError(f"cannot decode panoptic PNG {path}: {e}") from e
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def check_labels(sem: np.ndarray, num_classes: int, ignore_label: int, path: str) -> None:
+    """A label value outside [0, num_classes) other than ``ignore_label`` is an error naming the file."""
+    bad = (sem >= num_classes) & (sem != ignore_label) | (sem < 0)
+    if bad.any():
+        v = int(sem[bad][0])
+        raise FreeSegError(
+            f"label map {path} holds value {v}, outside the {num_classes} classes (ignore = {ignore_label}); "
+            "prepare the data set with the matching script or register it with the right class list"
+        )
+
+
+def check_image_size(d: dict, image: np.ndarray) -> None:
+    h, w = image.shape[:2]
+    if ("height" in d and d["height"] != h) or ("width" in d and d["width"] != w):
+        raise FreeSegError(
+            f"image {d['file_name']} is {h}x{w} but its data set dict says {d.get('height')}x{d.get('width')}; "
+            "regenerate the annotation JSON"
+        )
+
+
+def pad_to_divisible(image: np.ndarray, maps: list[tuple[np.ndarray, int]], size_divisibility: int,
+                     image_value: int = 128) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Pad bottom/right to a multiple of ``size_divisibility`` (image ``image_value``, each map its
+    own value). The original padded to exactly ``size_divisibility`` (so larger images were cut);
+    a multiple is the same for crops ≤ the crop size and safe otherwise."""
+    if size_divisibility <= 0:
+        return image, [m for m, _ in maps]
+    h, w = image.shape[:2]
+    ph = int(math.ceil(h / size_divisibility) * size_divisibility) - h
+    pw = int(math.ceil(w / size_divisibility) * size_divisibility) - w
+    if ph == 0 and pw == 0:
+        return image, [m for m, _ in maps]
+    image = np.pad(image, ((0, ph), (0, pw), (0, 0)), constant_values=image_value)
+    return image, [np.pad(m, ((0, ph), (0, pw)), constant_values=v) for m, v in maps]
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] → uint8 [3, H, W]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def _targets(classes: list[int], masks: list[np.ndarray], shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    if not masks:
+        return {"gt_classes": torch.zeros(0, dtype=torch.int64), "gt_masks": torch.zeros((0, *shape), dtype=torch.bool)}
+    return {
+        "gt_classes": torch.tensor(classes, dtype=torch.int64),
+        "gt_masks": torch.from_numpy(np.stack(masks)).bool(),
+    }
+
+
+def semantic_targets(sem: np.ndarray, ignore_label: int) -> dict[str, torch.Tensor]:
+    """One mask per class present (sorted class ids), ignore excluded: ``{gt_classes [N], gt_masks [N, H, W]}``."""
+    classes = [int(c) for c in np.unique(sem) if c != ignore_label]
+    return _targets(classes, [sem == c for c in classes], sem.shape)
+
+
+def panoptic_targets(pan: np.ndarray, segments: list[dict[str, Any]], things_only: bool) -> dict[str, torch.Tensor]:
+    """Non-crowd segments (things only for the instance task) as masks; segments left with no
+    pixel after cropping are dropped (the original kept empty masks; they are no object here)."""
+    classes, masks = [], []
+    for seg in segments:
+        if seg.get("iscrowd", 0) or (things_only and not seg["isthing"]):
+            continue
+        m = pan == seg["id"]
+        if m.any():
+            classes.append(int(seg["category_id"]))
+            masks.append(m)
+    return _targets(classes, masks, pan.shape)
