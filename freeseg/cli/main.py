@@ -1,8 +1,9 @@
 """The ``freeseg`` console script: ``freeseg <command> [options]``.
 
 Commands dispatch lazily (``freeseg --help`` imports no torch) to the modules that implement
-them: ``train``/``eval`` -> ``freeseg.engine.train_net.main(args)``; ``demo``, ``quickstart``,
-``prepare`` -> ``freeseg.cli.<command>.main(argv)``. A :class:`FreeSegError` (bad input the user
+them: ``train``/``eval`` -> ``freeseg.engine.train_net.run(args)`` (which launches the
+per-process ``main(args)`` on ``--num-gpus`` x ``--num-machines`` processes, or torchrun's);
+``demo``, ``quickstart``, ``prepare`` -> ``freeseg.cli.<command>.main(argv)``. A :class:`FreeSegError` (bad input the user
 can fix) is printed as one ``error: ...`` line on stderr with exit status 2, no traceback.
 """
 from __future__ import annotations
@@ -19,9 +20,10 @@ from .args import default_argument_parser
 
 @dataclass(frozen=True)
 class Command:
-    module: str  # where ``main`` lives
+    module: str  # where the entry function lives
     summary: str  # one line for ``freeseg --help``
     description: str  # the paragraph for ``freeseg <command> --help``
+    function: str = "main"  # the entry function's name in ``module``
 
 
 COMMANDS: dict[str, Command] = {
@@ -32,6 +34,7 @@ COMMANDS: dict[str, Command] = {
         "train_net.py. Stage 1 (prompt learning) configs have META_ARCHITECTURE "
         "ProposalClipClassifier, stage 2 (all-task model) configs OpenVocabulary. Checkpoints, "
         "logs and the merged config.yaml go to OUTPUT_DIR.",
+        function="run",
     ),
     "eval": Command(
         "freeseg.engine.train_net",
@@ -39,6 +42,7 @@ COMMANDS: dict[str, Command] = {
         "Evaluate the model in MODEL.WEIGHTS on every data set in DATASETS.TEST with the "
         "config's evaluators (mIoU / PQ / AP, seen and unseen classes); the same as "
         "'freeseg train --eval-only'.",
+        function="run",
     ),
     "demo": Command(
         "freeseg.cli.demo",
@@ -79,8 +83,8 @@ def _top_level_help() -> str:
 
 
 def _load_main(command: str) -> Callable[..., Any]:
-    """Import ``COMMANDS[command].module`` and return its ``main``, or a one-line error."""
-    module = COMMANDS[command].module
+    """Import the command's module and return its entry function, or a one-line error."""
+    module, function = COMMANDS[command].module, COMMANDS[command].function
     unavailable = f"command '{command}' is not available in this build"
     try:
         mod = importlib.import_module(module)
@@ -92,9 +96,9 @@ def _load_main(command: str) -> Callable[..., Any]:
             f"command '{command}' needs the Python module '{missing}', which is not installed; "
             "reinstall with 'make install' (or pip install the package that provides it)"
         ) from None
-    fn = getattr(mod, "main", None)
+    fn = getattr(mod, function, None)
     if not callable(fn):
-        raise FreeSegError(f"{unavailable} ({module}.main is missing)")
+        raise FreeSegError(f"{unavailable} ({module}.{function} is missing)")
     return fn
 
 

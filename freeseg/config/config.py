@@ -226,6 +226,8 @@ class CfgNode(dict):
                 raise root._unknown_key(full_key, source)
             current = self[key]
             if isinstance(current, CfgNode):
+                if value is None:
+                    continue  # an empty section ("MODEL:" with every key commented out)
                 if not isinstance(value, dict):
                     raise ConfigError(
                         f"config key {full_key} is a group of keys but {source} sets it to "
@@ -239,9 +241,16 @@ class CfgNode(dict):
         keys = list(self.full_keys())
         parent = full_key.rpartition(".")[0]
         siblings = [k for k in keys if k.rpartition(".")[0] == parent]
-        hint = closest(full_key, siblings) or closest(full_key, keys)
+        hint = _closest_key(full_key, siblings) or _closest_key(full_key, keys)
         extra = f"; did you mean {hint}?" if hint else "; see docs/config.md for the valid keys"
         return ConfigError(f"unknown config key {full_key} (from {source}){extra}")
+
+
+def _closest_key(name: str, candidates: list[str]) -> str | None:
+    """Case-insensitive :func:`closest` (``model.device`` -> ``MODEL.DEVICE``)."""
+    by_upper = {c.upper(): c for c in candidates}
+    match = closest(name.upper(), by_upper)
+    return by_upper[match] if match else None
 
 
 def _rebuild(data: dict[str, Any], frozen: bool) -> CfgNode:

@@ -57,7 +57,7 @@ def test_unknown_command_suggests_the_closest(capsys: pytest.CaptureFixture[str]
 
 def _fake_engine(monkeypatch: pytest.MonkeyPatch, fn) -> None:
     module = types.ModuleType("freeseg.engine.train_net")
-    module.main = fn
+    module.run = fn
     monkeypatch.setitem(sys.modules, "freeseg.engine.train_net", module)
 
 
@@ -116,3 +116,13 @@ def test_bad_key_from_a_real_process_exits_2_with_one_line(entry: list[str]) -> 
         "did you mean MODEL.MASK_FORMER.DEC_LAYERS?\n"
     )
     assert "Traceback" not in proc.stdout
+
+
+def test_the_real_engine_has_the_entry_the_cli_calls() -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(cli.COMMANDS["train"].module)
+    except ImportError as exc:
+        pytest.skip(f"engine not importable in this build: {exc}")
+    assert callable(getattr(module, cli.COMMANDS["train"].function, None))

@@ -63,6 +63,13 @@ def test_bad_files_give_one_line_errors(tmp_path: Path, text: str, pattern: str)
     assert "\n" not in str(info.value)
 
 
+def test_empty_section_is_a_no_op_and_key_case_is_hinted(tmp_path: Path) -> None:
+    cfg = get_cfg().merge_from_file(write(tmp_path / "e.yaml", "MODEL:\n  # DEVICE: cpu\nSEED: 3\n"))
+    assert cfg.MODEL == get_cfg().MODEL and cfg.SEED == 3
+    with pytest.raises(ConfigError, match=r"unknown config key model \(from .*l\.yaml\); did you mean MODEL\?"):
+        get_cfg().merge_from_file(write(tmp_path / "l.yaml", "model:\n  device: cpu\n"))
+
+
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config file not found: .*missing\.yaml"):
         get_cfg().merge_from_file(tmp_path / "missing.yaml")
