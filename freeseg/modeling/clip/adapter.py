@@ -132,6 +132,11 @@ class ClipAdapter(nn.Module):
         self._text_cache.clear()
         return True
 
+    def prepare_for_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        """Hook the engine's ``load_checkpoint`` calls (keys relative to this module) before it
+        checks shapes: rebuild the CLIP to the checkpoint's architecture."""
+        self.match_clip_to(state_dict, "")
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # noqa: D102,E501
         self.match_clip_to(state_dict, prefix)
         super()._load_from_state_dict(

@@ -1,0 +1,267 @@
+"""Stage 2: FreeSeg's all-task open-vocabulary segmenter (``OpenVocabulary``).
+
+Mask2Former whose pixel features are conditioned on prompted CLIP text features and whose
+queries are classified by cosine similarity with them; at test time CLIP also scores each
+query's mask region and the two are ensembled. One model, three tasks: the task only changes
+the task phrase in the text prompt.
+
+Unlike the original, evaluation runs the backbone and pixel decoder once per batch whatever
+the number of tasks (only the text-conditioned interaction, decoder, ensemble and
+post-processing run per task), text features are computed once per (vocabulary, task), and
+instance/panoptic results come from Mask2Former's correct inference (docs/differences.md).
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ...utils import comm
+from ...utils.errors import FreeSegError
+from ..clip import MaskFormerClipAdapter, RegionScores, build_clip_adapter, ensemble_scores
+from .outputs import TaskThresholds, postprocess_image
+from .vocabulary import TASK_TARGET_KEYS, Vocabulary
+
+SEMANTIC, INSTANCE, PANOPTIC = "semantic segmentation.", "instance segmentation.", "panoptic segmentation."
+
+
+@dataclass
+class TaskPrediction:
+    """One image's raw results for one task (all at the model's input resolution).
+
+    ``class_embed`` [Q, D]; ``pred_logits`` [Q, K+1]; ``pred_masks`` [Q, h/4, w/4] (padded);
+    ``aux_pred_logits`` / ``aux_pred_masks`` per decoder layer; ``mask_logits`` [Q, H, W];
+    ``region`` CLIP region scores (None without the ensemble); ``scores`` [Q', K] ensembled
+    class scores and ``keep`` bool [Q] (the queries they belong to).
+    """
+
+    class_embed: Tensor
+    pred_logits: Tensor
+    pred_masks: Tensor
+    aux_pred_logits: list[Tensor]
+    aux_pred_masks: list[Tensor]
+    mask_logits: Tensor
+    region: RegionScores | None
+    scores: Tensor
+    keep: Tensor
+
+
+class OpenVocabulary(nn.Module):
+    """Batch items per docs/architecture.md: ``image`` uint8 [3, H, W]; training adds
+    ``sem_instances`` / ``ins_instances`` / ``pan_instances``; eval uses ``height``/``width``.
+    Training → weighted losses; eval → per image ``sem_seg`` (+ ``panoptic_seg``, ``instances``,
+    ``entity`` when enabled)."""
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        sem_seg_head: nn.Module,
+        criterion: nn.Module,
+        clip_adapter: MaskFormerClipAdapter,
+        task_names: Sequence[str],
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        size_divisibility: int = 32,
+        clip_ensemble: bool = True,
+        clip_ensemble_weight: float = 0.8,
+        region_topk: int = 0,
+        instance_on: bool = True,
+        panoptic_on: bool = True,
+        entity_on: bool = False,
+        thresholds: TaskThresholds = TaskThresholds(),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        unknown = [t for t in task_names if t not in TASK_TARGET_KEYS]
+        if not task_names or unknown:
+            raise FreeSegError(f"INPUT.TASK_NAME {list(task_names)} must list tasks from {sorted(TASK_TARGET_KEYS)}")
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.clip_adapter = clip_adapter
+        self.task_names = list(task_names)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
+        self.size_divisibility = size_divisibility
+        self.clip_ensemble = clip_ensemble
+        self.clip_ensemble_weight = clip_ensemble_weight
+        self.region_topk = region_topk
+        self.eval_tasks = [SEMANTIC] + [t for t, on in ((INSTANCE, instance_on), (PANOPTIC, panoptic_on)) if on and t in self.task_names]
+        self.entity_on = entity_on
+        self.thresholds = thresholds
+        # One task per iteration per rank (FreeSeg: random.choice, ranks seeded SEED + rank).
+        self._task_rng = random.Random(seed + comm.get_rank())
+        self.vocabulary: Vocabulary | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "OpenVocabulary":
+        from ...losses import build_criterion
+        from ..backbone.build import build_backbone
+        from ..heads import build_sem_seg_head
+
+        mf, ca = cfg.MODEL.MASK_FORMER, cfg.MODEL.CLIP_ADAPTER
+        if cfg.MODEL.SEM_SEG_HEAD.EMBEDDING_DIM != ca.PROMPT_DIM:
+            raise FreeSegError(
+                f"MODEL.SEM_SEG_HEAD.EMBEDDING_DIM {cfg.MODEL.SEM_SEG_HEAD.EMBEDDING_DIM} != "
+                f"MODEL.CLIP_ADAPTER.PROMPT_DIM {ca.PROMPT_DIM}: class embeddings are compared with CLIP text features"
+            )
+        backbone = build_backbone(cfg)
+        seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int.from_bytes(os.urandom(4), "little")
+        return cls(
+            backbone=backbone,
+            sem_seg_head=build_sem_seg_head(cfg, backbone.output_shape()),
+            criterion=build_criterion(cfg),
+            clip_adapter=build_clip_adapter(cfg, stage2=True),
+            task_names=list(cfg.INPUT.TASK_NAME),
+            pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+            pixel_std=list(cfg.MODEL.PIXEL_STD),
+            size_divisibility=int(mf.SIZE_DIVISIBILITY),
+            clip_ensemble=bool(ca.CLIP_ENSEMBLE),
+            clip_ensemble_weight=float(ca.CLIP_ENSEMBLE_WEIGHT),
+            region_topk=int(getattr(ca, "REGION_TOPK", 0)),
+            instance_on=bool(mf.TEST.INSTANCE_ON),
+            panoptic_on=bool(mf.TEST.PANOPTIC_ON),
+            entity_on=bool(getattr(mf.TEST, "ENTITY_ON", False)),
+            thresholds=TaskThresholds(
+                object_mask=float(mf.TEST.OBJECT_MASK_THRESHOLD),
+                overlap=float(mf.TEST.OVERLAP_THRESHOLD),
+                topk_per_image=int(getattr(mf.TEST, "TEST_TOPK_PER_IMAGE", 100)),
+            ),
+            seed=seed,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # -- vocabulary --------------------------------------------------------------------------
+    def set_vocabulary(
+        self,
+        class_names: Sequence[str],
+        trainable_flag: Sequence[int] | None = None,
+        thing_flags: Sequence[int] | None = None,
+    ) -> None:
+        """Segment ``class_names`` from now on. ``trainable_flag`` (1 = seen in training) steers
+        the CLIP ensemble (None: all unseen); ``thing_flags`` (None: all things) the panoptic and
+        instance outputs. Checked here, before any compute."""
+        vocab = Vocabulary.create(class_names, trainable_flag, thing_flags)
+        for task in self.task_names:
+            self.clip_adapter.check_vocabulary(list(vocab.class_names), task)
+        self.vocabulary = vocab
+
+    def _vocab(self) -> Vocabulary:
+        if self.vocabulary is None:
+            raise FreeSegError("no vocabulary: call model.set_vocabulary(class_names) before running the model")
+        return self.vocabulary
+
+    # -- shared steps ------------------------------------------------------------------------
+    def preprocess(self, batch: list[dict]) -> tuple[Tensor, list[tuple[int, int]]]:
+        """ImageNet-normalise, zero-pad bottom/right to a common multiple of ``size_divisibility``.
+
+        Returns ([B, 3, Hp, Wp], per-image (H, W))."""
+        images = [(x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std for x in batch]
+        sizes = [tuple(im.shape[-2:]) for im in images]
+        d = max(self.size_divisibility, 1)
+        hp = -(-max(s[0] for s in sizes) // d) * d
+        wp = -(-max(s[1] for s in sizes) // d) * d
+        padded = torch.stack([F.pad(im, (0, wp - im.shape[-1], 0, hp - im.shape[-2])) for im in images])
+        return padded, sizes
+
+    def to_logits(self, outputs: dict[str, Any], text_features: Tensor) -> dict[str, Any]:
+        """Class embeddings → logits 100 · normalize(e) @ textᵀ [B, Q, K+1], aux outputs too."""
+        def convert(out: dict[str, Any]) -> dict[str, Any]:
+            logits = self.clip_adapter.sim_logits(text_features, F.normalize(out["pred_logits"], dim=-1))
+            return {**out, "pred_logits": logits, "class_embed": out["pred_logits"]}
+
+        converted = convert(outputs)
+        converted["aux_outputs"] = [convert(a) for a in outputs.get("aux_outputs", [])]
+        return converted
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, batch: list[dict]) -> dict[str, Tensor] | list[dict[str, Any]]:
+        if self.training:
+            return self.losses(batch, self._task_rng.choice(self.task_names))
+        return self.inference(batch)
+
+    def losses(self, batch: list[dict], task: str) -> dict[str, Tensor]:
+        """Weighted losses of one training step on ``task`` (targets ``TASK_TARGET_KEYS[task]``)."""
+        from ...losses import apply_loss_weights, prepare_targets
+
+        vocab = self._vocab()
+        if len(vocab.class_names) != self.criterion.num_classes:
+            raise FreeSegError(
+                f"training vocabulary has {len(vocab.class_names)} names but MODEL.SEM_SEG_HEAD.NUM_CLASSES is "
+                f"{self.criterion.num_classes}; set_vocabulary with the training data set's classes"
+            )
+        key = TASK_TARGET_KEYS[task]
+        missing = [x.get("file_name", i) for i, x in enumerate(batch) if key not in x]
+        if missing:
+            raise FreeSegError(f"training samples {missing[:3]} lack {key!r} for task {task!r}; use the full-task mapper")
+        images, _ = self.preprocess(batch)
+        text = self.clip_adapter.text_features(list(vocab.class_names), task)
+        outputs = self.to_logits(self.sem_seg_head(self.backbone(images), text), text)
+        instances = [{k: v.to(self.device) for k, v in x[key].items()} for x in batch]
+        targets = prepare_targets(instances, tuple(images.shape[-2:]))
+        return apply_loss_weights(self.criterion(outputs, targets), self.criterion.weight_dict)
+
+    # -- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_tasks(self, batch: list[dict]) -> list[dict[str, TaskPrediction]]:
+        """Raw per-task predictions for each image: backbone + pixel decoder once, then per task
+        the text-conditioned decoder, CLIP region scores and ensemble."""
+        vocab = self._vocab()
+        names = list(vocab.class_names)
+        images, sizes = self.preprocess(batch)
+        encoded = self.sem_seg_head.encode(self.backbone(images))
+        results: list[dict[str, TaskPrediction]] = [{} for _ in batch]
+        for task in self.eval_tasks:
+            text = self.clip_adapter.text_features(names, task)
+            outputs = self.to_logits(self.sem_seg_head.decode(encoded, text), text)
+            for i, x in enumerate(batch):
+                results[i][task] = self._predict_image(x, i, outputs, text, sizes[i], images.shape[-2:], vocab)
+        return results
+
+    def _predict_image(self, sample, i, outputs, text, size, padded, vocab) -> TaskPrediction:
+        from ...postprocess import upsample_masks
+
+        logits, masks = outputs["pred_logits"][i], outputs["pred_masks"][i]
+        mask_logits = upsample_masks(masks, tuple(padded), size)  # [Q, H, W]
+        probs = F.softmax(logits, dim=-1)[:, :-1]
+        region, scores, keep = None, probs, torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
+        if self.clip_ensemble:
+            select = None
+            if self.region_topk > 0:  # fast mode: only the most confident queries go through CLIP
+                select = torch.zeros_like(keep)
+                select[probs.max(dim=1).values.topk(min(self.region_topk, len(select))).indices] = True
+            image = sample["image"].to(self.device)
+            region = self.clip_adapter.classify_regions(image, mask_logits.sigmoid(), text, select=select)
+            flags = None if vocab.trainable_flag is None else torch.tensor(vocab.trainable_flag, device=self.device)
+            scores, keep = ensemble_scores(probs, region.probs, region.valid, flags, self.clip_ensemble_weight)
+        return TaskPrediction(
+            class_embed=outputs["class_embed"][i],
+            pred_logits=logits,
+            pred_masks=masks,
+            aux_pred_logits=[a["pred_logits"][i] for a in outputs["aux_outputs"]],
+            aux_pred_masks=[a["pred_masks"][i] for a in outputs["aux_outputs"]],
+            mask_logits=mask_logits,
+            region=region,
+            scores=scores,
+            keep=keep,
+        )
+
+    @torch.no_grad()
+    def inference(self, batch: list[dict]) -> list[dict[str, Any]]:
+        """Post-processed outputs per image (docs/architecture.md, "Model calling convention")."""
+        vocab = self._vocab()
+        results = []
+        for x, tasks in zip(batch, self.predict_tasks(batch)):
+            size = tuple(x["image"].shape[-2:])
+            out_size = (int(x.get("height", size[0])), int(x.get("width", size[1])))
+            results.append(postprocess_image(tasks, out_size, vocab, self.thresholds, self.entity_on))
+        return results
