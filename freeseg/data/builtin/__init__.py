@@ -16,10 +16,24 @@ def dataset_root() -> str:
     return os.environ.get("DETECTRON2_DATASETS", "datasets")
 
 
-def register_all(root: str) -> None:
+_BUILTIN_NAMES: set[str] = set()
+
+
+def register_all(root: str, replace: bool = False) -> None:
+    """Register every built-in data set under ``root``. ``replace=True`` first removes the built-in
+    registrations (and metadata) made before, e.g. to point them at another root at run time."""
+    from ..catalog import DatasetCatalog, MetadataCatalog
+
+    if replace:
+        for name in _BUILTIN_NAMES:
+            if name in DatasetCatalog:
+                DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    before = set(DatasetCatalog)
     register_coco_stuff(root)
     register_coco_full_task(root)
     register_coco_panoptic(root)
     register_voc(root)
     register_ade20k_all(root)
     register_cross_dataset(root)
+    _BUILTIN_NAMES.update(set(DatasetCatalog) - before)

@@ -30,7 +30,7 @@ from PIL import Image
 
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
-from .common import list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts
+from .common import check_published, list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts
 from .semantic import COCO_EXPECTED
 
 GREY_TO_ID = 1 + 256 + 256 * 256
@@ -128,6 +128,7 @@ def prepare_coco_alldata(coco_root: str, out_dir: str | None = None, nproc: int 
     for split in ("train2017", "val2017"):
         files = list_files(os.path.join(coco_root, "stuffthingmaps", split), ".png", "COCO-Stuff label", fix)
         n_inputs[split] = len(files)
+        check_published({split: len(files)}, None if subset else COCO_EXPECTED)
         json_path = os.path.join(coco_root, "annotations", f"panoptic_{split}.json")
         if not os.path.exists(json_path):
             raise FreeSegError(f"{json_path} not found; {fix}")

@@ -74,20 +74,23 @@ def write_label_counts(results: Iterable[dict[str, list[int] | None]]) -> dict[s
     return {k: len(v) for k, v in per_dir.items()}
 
 
+def check_published(n_inputs: dict[str, int], expected: dict[str, int] | None) -> None:
+    """Before any work: the number of inputs must match the published data set (unless ``--subset``)."""
+    for split, n in n_inputs.items():
+        if expected and split in expected and expected[split] != n:
+            raise FreeSegError(
+                f"read {n} {split} files but the published data set has {expected[split]}; "
+                "the download is incomplete (pass --subset to prepare a subset)"
+            )
+
+
 def verify_counts(folder_counts: dict[str, int], n_inputs: dict[str, int], expected: dict[str, int] | None) -> None:
-    """Every output folder must hold exactly the non-empty results; for the real data sets the
-    number of inputs must also match the published counts."""
+    """Every output folder must hold exactly the non-empty results (and the inputs the published counts)."""
+    check_published(n_inputs, expected)
     for folder, n in folder_counts.items():
         on_disk = len([f for f in os.listdir(folder) if f.endswith(".png")])
         if on_disk != n:
             raise FreeSegError(f"{folder} holds {on_disk} label maps but {n} were expected; remove it and re-run")
-    if expected:
-        for split, n in n_inputs.items():
-            if split in expected and expected[split] != n:
-                raise FreeSegError(
-                    f"read {n} {split} files but the published data set has {expected[split]}; "
-                    "the download is incomplete (or pass --no-verify for a subset)"
-                )
     logger.info("verified: %s", ", ".join(f"{os.path.basename(k)}={v}" for k, v in sorted(folder_counts.items())))
 
 

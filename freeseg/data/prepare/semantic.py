@@ -16,7 +16,7 @@ import numpy as np
 
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
-from .common import list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts, write_remapped
+from .common import check_published, list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts, write_remapped
 
 logger = logging.getLogger(__name__)
 
@@ -25,14 +25,9 @@ VOC_EXPECTED = {"train": 10582, "val": 1449}
 ADE_EXPECTED = {"training": 20210, "validation": 2000}
 
 
-def _convert(src: str, outputs: dict[str, str], luts: dict[str, np.ndarray]) -> dict:
-    """Read one label map, write one remapped map per split variant (module level: picklable)."""
-    arr = read_uint8_labels(src)
-    return write_remapped(arr, {os.path.join(outputs[s], os.path.basename(src)): lut for s, lut in luts.items()})
-
-
 def _run(jobs: dict[str, list[str]], out_root: str, luts: dict[str, np.ndarray], nproc: int,
          expected: dict[str, int] | None, name: str) -> dict[str, int]:
+    check_published({k: len(v) for k, v in jobs.items()}, expected)
     results = []
     for split, files in jobs.items():
         outputs = {s: os.path.join(out_root, split + s) for s in luts}
@@ -45,7 +40,9 @@ def _run(jobs: dict[str, list[str]], out_root: str, luts: dict[str, np.ndarray],
 
 
 def _job(src: str, outputs: dict[str, str], luts: dict[str, np.ndarray]) -> dict:
-    return _convert(src, outputs, luts)
+    """Read one label map, write one remapped map per split variant (module level: picklable)."""
+    arr = read_uint8_labels(src)
+    return write_remapped(arr, {os.path.join(outputs[s], os.path.basename(src)): lut for s, lut in luts.items()})
 
 
 def prepare_coco_stuff(coco_root: str, out_dir: str | None = None, nproc: int = 4, subset: bool = False) -> dict[str, int]:
