@@ -279,8 +279,10 @@ def coerce_value(value: Any, default: Any, full_key: str, source: str) -> Any:
     if isinstance(default, float) and type(value) is int:
         return float(value)
     hint = ""
-    if isinstance(default, (list, tuple)) and isinstance(value, str):
+    if isinstance(default, (list, tuple)):
         hint = f' (write a sequence, e.g. "{_short(type(default)([value]))}")'
+    elif isinstance(default, bool):
+        hint = " (write True or False)"
     raise ConfigError(
         f"config key {full_key}: expected {_type_name(default)} like {_short(default)}, "
         f"got {_type_name(value)} {_short(value)} (from {source}){hint}"

@@ -54,6 +54,8 @@ def test_merge_from_list_parses_literals_and_checks_types() -> None:
         (["SOLVER.MAX_ITER", "1.5"], r"SOLVER\.MAX_ITER: expected int .* got float"),
         (["SOLVER.MAX_ITER", "True"], r"SOLVER\.MAX_ITER: expected int .* got bool"),
         (["MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "1"], r"expected bool"),
+        (["MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "true"], r"expected bool .*\(write True or False\)"),
+        (["INPUT.MIN_SIZE_TRAIN", "640"], r"expected tuple .*got int 640.*e\.g\. \"\(640,\)\""),
         (["DATASETS.TRAIN", "coco"], r"DATASETS\.TRAIN: expected tuple.*\('coco',\)"),
         (["MODEL.DEVICE", "cpu", "SEED"], r"KEY VALUE pairs"),
         (["MODEL", "x"], r"MODEL is a group of keys"),
