@@ -204,6 +204,11 @@ class CfgNode(dict):
             parts = full_key.split(".")
             for depth, part in enumerate(parts[:-1]):
                 child = node.get(part)
+                if part in node and not isinstance(child, CfgNode):
+                    raise ConfigError(
+                        f"config key {'.'.join(parts[: depth + 1])} is a value, not a group, so "
+                        f"{full_key} does not exist"
+                    )
                 if not isinstance(child, CfgNode):
                     raise self._unknown_key(".".join(parts[: depth + 1]), "command line")
                 node = child

@@ -59,6 +59,7 @@ def test_merge_from_list_parses_literals_and_checks_types() -> None:
         (["DATASETS.TRAIN", "coco"], r"DATASETS\.TRAIN: expected tuple.*\('coco',\)"),
         (["MODEL.DEVICE", "cpu", "SEED"], r"KEY VALUE pairs"),
         (["MODEL", "x"], r"MODEL is a group of keys"),
+        (["SEED.X", "1"], r"config key SEED is a value, not a group, so SEED\.X does not exist"),
     ],
 )
 def test_merge_from_list_errors_are_one_line(opts: list[str], pattern: str) -> None:
