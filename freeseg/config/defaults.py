@@ -170,6 +170,11 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     cfg.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16" (no grad scaler)
     cfg.SOLVER.NONFINITE_LOSS = "stop"  # or "skip" the step
     cfg.SOLVER.COMPILE = False
+    # Requested by the engine (freeseg/engine): deterministic kernels (slower), log every N
+    # iterations, DDP's find_unused_parameters (needed when some parameters get no gradient).
+    cfg.SOLVER.DETERMINISTIC = False
+    cfg.SOLVER.LOG_PERIOD = 20
+    cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
     cfg.DATALOADER.SKIP_CORRUPT = True
     cfg.WANDB.ENABLED = False
     cfg.INPUT.LSJ_AUG = False  # True: real large-scale jitter in the full-task mapper
