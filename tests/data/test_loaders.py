@@ -1,0 +1,123 @@
+"""Loaders: determinism per seed, rank sharding, batch split, bad input in workers."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from freeseg.data.loaders import (
+    InferenceSampler,
+    TrainingSampler,
+    build_test_loader_from,
+    build_train_loader_from,
+)
+from freeseg.data.mappers import SemanticMapper
+from freeseg.data.sampling import sample_per_task_class
+from freeseg.data.transforms import ColorAugSSD, RandomCropCategoryAreaConstraint, RandomFlip, ResizeShortestEdge
+from freeseg.utils.errors import ConfigError, FreeSegError
+
+from .fakes import corrupt_file
+
+
+@pytest.fixture
+def sem_dicts(tmp_path: Path) -> list[dict]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(6):
+        img, lab = tmp_path / f"{i}.jpg", tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(img)
+        sem = np.full((40, 50), 255, np.uint8)
+        sem[:20] = i % 3
+        sem[20:, :25] = 3
+        Image.fromarray(sem).save(lab)
+        out.append({"file_name": str(img), "sem_seg_file_name": str(lab), "image_id": i})
+    return out
+
+
+def _mapper(num_classes: int = 4) -> SemanticMapper:
+    augs = [ResizeShortestEdge([32, 40, 48], 100, "choice"), RandomCropCategoryAreaConstraint("absolute", (24, 24), 1.0),
+            ColorAugSSD(), RandomFlip()]
+    return SemanticMapper(augmentations=augs, num_classes=num_classes, size_divisibility=24)
+
+
+def _take(loader, n: int) -> list[list[dict]]:
+    return list(itertools.islice(iter(loader), n))
+
+
+def _sig(batches) -> list[tuple]:
+    return [(d["image_id"], int(d["image"].long().sum())) for b in batches for d in b]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_loader_deterministic_per_seed(sem_dicts, workers: int) -> None:
+    a = _sig(_take(build_train_loader_from(sem_dicts, _mapper(), total_batch_size=2, num_workers=workers, seed=3), 4))
+    b = _sig(_take(build_train_loader_from(sem_dicts, _mapper(), total_batch_size=2, num_workers=workers, seed=3), 4))
+    c = _sig(_take(build_train_loader_from(sem_dicts, _mapper(), total_batch_size=2, num_workers=workers, seed=4), 4))
+    assert a == b and a != c
+    assert len(a) == 8
+
+
+def test_training_sampler_shards_one_shuffled_stream() -> None:
+    full = list(itertools.islice(iter(TrainingSampler(7, seed=1)), 28))
+    r0 = list(itertools.islice(iter(TrainingSampler(7, seed=1, rank=0, world_size=2)), 14))
+    r1 = list(itertools.islice(iter(TrainingSampler(7, seed=1, rank=1, world_size=2)), 14))
+    assert r0 == full[0::2] and r1 == full[1::2]
+    assert sorted(full[:7]) == list(range(7)) and full[:7] != list(range(7))  # a permutation, shuffled
+
+
+def test_per_rank_batch_and_divisibility(sem_dicts) -> None:
+    loader = build_train_loader_from(sem_dicts, _mapper(), total_batch_size=4, rank=1, world_size=2)
+    assert len(next(iter(loader))) == 2
+    with pytest.raises(ConfigError, match="IMS_PER_BATCH=3 is not divisible by the 2"):
+        build_train_loader_from(sem_dicts, _mapper(), total_batch_size=3, rank=0, world_size=2)
+
+
+def test_inference_sampler_and_test_loader_sharding(sem_dicts) -> None:
+    shards = [InferenceSampler(7, rank=r, world_size=3).indices for r in range(3)]
+    assert shards == [[0, 1, 2], [3, 4], [5, 6]]
+    from freeseg.data.mappers.test import TestMapper
+
+    ids = []
+    for r in range(2):
+        loader = build_test_loader_from(sem_dicts, TestMapper(min_size=20, max_size=100), rank=r, world_size=2)
+        batches = list(loader)
+        assert all(len(b) == 1 for b in batches)
+        ids.append([b[0]["image_id"] for b in batches])
+    assert ids == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_corrupt_images_are_skipped_and_counted(sem_dicts) -> None:
+    corrupt_file(sem_dicts[1]["file_name"])
+    corrupt_file(sem_dicts[4]["file_name"])
+    loader = build_train_loader_from(sem_dicts, _mapper(), total_batch_size=3, num_workers=2, seed=0)
+    seen = {d["image_id"] for b in _take(loader, 8) for d in b}
+    assert seen <= {0, 2, 3, 5} and len(seen) >= 3
+    assert loader.dataset.skipped.value >= 2
+    from freeseg.data.mappers.test import TestMapper
+
+    test = build_test_loader_from(sem_dicts, TestMapper(min_size=20, max_size=100))
+    batches = list(test)
+    assert [len(b) for b in batches] == [1, 0, 1, 1, 0, 1]
+
+
+def test_worker_errors_name_the_file(sem_dicts) -> None:
+    loader = build_train_loader_from(sem_dicts, _mapper(num_classes=2), total_batch_size=2, num_workers=2, seed=0)
+    with pytest.raises(FreeSegError, match=r"\d\.png holds value [23], outside the 2 classes"):
+        _take(loader, 3)
+
+
+def test_sample_per_task_class_without_replacement() -> None:
+    dicts = [{"task": t, "category_id": c, "k": k} for t in ("sem_seg", "pan_seg") for c in (0, 1) for k in range(10)]
+    dicts += [{"task": "sem_seg", "category_id": 2, "k": 0}]
+    out = sample_per_task_class(dicts, 4, seed=0)
+    assert len(out) == 4 * 4 + 1
+    groups = {}
+    for d in out:
+        groups.setdefault((d["task"], d["category_id"]), []).append(d["k"])
+    assert all(len(set(v)) == len(v) for v in groups.values())  # no duplicates
+    assert out == sample_per_task_class(dicts, 4, seed=0) and out != sample_per_task_class(dicts, 4, seed=1)
+    assert sample_per_task_class(dicts, -1, seed=0) == dicts
