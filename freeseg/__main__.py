@@ -1,0 +1,5 @@
+"""`python -m freeseg ...` = the `freeseg` console script."""
+from .cli.main import main
+
+if __name__ == "__main__":
+    main()
