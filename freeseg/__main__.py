@@ -2,4 +2,4 @@
 from .cli.main import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
