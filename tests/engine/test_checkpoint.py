@@ -1,0 +1,182 @@
+"""Checkpoints: atomic writes, pointer, RNG round trip, and load_checkpoint's formats/errors."""
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import freeseg
+from freeseg.engine import checkpoint as ckpt_mod
+from freeseg.engine.checkpoint import Checkpointer, atomic_save, get_rng_state, set_rng_state
+from freeseg.utils.errors import FreeSegError
+
+from .toy import ToySegmenter
+
+
+def _equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.pth"
+    atomic_save({"x": torch.ones(2)}, str(path))
+
+    def broken_save(obj, f):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", broken_save)
+    with pytest.raises(OSError):
+        atomic_save({"x": torch.zeros(2)}, str(path))
+    assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]  # no temporary left behind
+
+
+def test_rng_state_round_trip():
+    state = get_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.random(), np.random.rand(), torch.rand(3)
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_checkpointer_pointer_and_our_format_loads(tmp_path):
+    model = ToySegmenter()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = Checkpointer(model, str(tmp_path), optimizer=opt, fingerprint={"MODEL.X": "1"})
+    assert ck.last_checkpoint() is None
+    path = ck.save("model_0000009", iteration=9)
+    assert ck.last_checkpoint() == path
+    data = torch.load(path, weights_only=True)  # loadable without unpickling code
+    assert data["iteration"] == 9 and data["config"] == {"MODEL.X": "1"} and len(data["rng"]) == 1
+    fresh = ToySegmenter()
+    missing, unexpected = freeseg.load_checkpoint(fresh, path)
+    assert (missing, unexpected) == ([], [])
+    assert _equal(fresh, model)
+
+
+def test_pointer_to_a_missing_file_is_an_error(tmp_path):
+    (tmp_path / "last_checkpoint").write_text("model_0000004.pth")
+    with pytest.raises(FreeSegError, match="model_0000004.pth, which does not exist"):
+        Checkpointer(ToySegmenter(), str(tmp_path)).last_checkpoint()
+
+
+def test_detectron2_pth_with_ddp_prefix(tmp_path):
+    src = ToySegmenter()
+    state = {f"module.{k}": v for k, v in src.state_dict().items()}
+    torch.save({"model": state, "iteration": 5, "__author__": "detectron2"}, tmp_path / "d2.pth")
+    model = ToySegmenter()
+    assert freeseg.load_checkpoint(model, str(tmp_path / "d2.pth")) == ([], [])
+    assert _equal(model, src)
+
+
+def test_model_zoo_pickle_with_numpy_arrays(tmp_path):
+    src = ToySegmenter()
+    arrays = {k: v.numpy() for k, v in src.state_dict().items()}
+    del arrays["head.1.bias"]
+    arrays["extra.weight"] = np.zeros(3, dtype=np.float32)
+    with open(tmp_path / "zoo.pkl", "wb") as f:
+        pickle.dump({"model": arrays, "__author__": "Caffe2", "matching_heuristics": True}, f)
+    model = ToySegmenter()
+    missing, unexpected = freeseg.load_checkpoint(model, str(tmp_path / "zoo.pkl"))
+    assert (missing, unexpected) == (["head.1.bias"], ["extra.weight"])
+    assert torch.equal(model.backbone[0].weight, src.backbone[0].weight)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"model": {"w": random.Random()}}, f)
+    with pytest.raises(FreeSegError, match="only numpy arrays are allowed"):
+        freeseg.load_checkpoint(ToySegmenter(), str(tmp_path / "evil.pkl"))
+
+
+def test_safetensors_state_dict(tmp_path):
+    from safetensors.torch import save_file
+
+    src = ToySegmenter()
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    model = ToySegmenter()
+    assert freeseg.load_checkpoint(model, str(tmp_path / "m.safetensors")) == ([], [])
+    assert _equal(model, src)
+
+
+def test_torchvision_backbone_is_converted_and_prefixed(tmp_path):
+    import torchvision
+
+    from freeseg.config import get_cfg
+    from freeseg.modeling.backbone.resnet import build_resnet_backbone
+
+    cfg = get_cfg()
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "FrozenBN"
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = build_resnet_backbone(cfg)
+            self.head = nn.Conv2d(512, 2, 1)
+
+    tv = torchvision.models.resnet18(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet18.pth")
+    net = Net()
+    missing, unexpected = freeseg.load_checkpoint(net, str(tmp_path / "resnet18.pth"))
+    assert unexpected == []
+    assert all(k.startswith("head.") for k in missing)
+    assert torch.equal(net.backbone.stem.conv1.weight, tv.conv1.weight)
+    assert torch.equal(net.backbone.res5[1].conv2.weight, tv.layer4[1].conv2.weight)
+
+
+def test_detectron2_url_maps_to_local_weights_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FREESEG_WEIGHTS", str(tmp_path / "w"))
+    with pytest.raises(FreeSegError, match=r"put the file at .*w/DeepLab/R-103.pkl") as info:
+        freeseg.load_checkpoint(ToySegmenter(), "detectron2://DeepLab/R-103.pkl")
+    assert "\n" not in str(info.value)
+    (tmp_path / "w" / "ImageNetPretrained" / "torchvision").mkdir(parents=True)
+    src = ToySegmenter()
+    torch.save({"model": src.state_dict()}, tmp_path / "w" / "ImageNetPretrained" / "torchvision" / "R-50.pkl.pth")
+    url = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/torchvision/R-50.pkl.pth"
+    model = ToySegmenter()
+    assert freeseg.load_checkpoint(model, url) == ([], [])
+    assert _equal(model, src)
+
+
+def test_missing_local_file_names_the_key(tmp_path):
+    with pytest.raises(FreeSegError, match="weights file not found: .*nope.pth; check MODEL.WEIGHTS"):
+        freeseg.load_checkpoint(ToySegmenter(), str(tmp_path / "nope.pth"))
+
+
+def test_shape_mismatch_lists_the_keys(tmp_path):
+    torch.save({"model": ToySegmenter(num_classes=5).state_dict()}, tmp_path / "k5.pth")
+    with pytest.raises(FreeSegError, match=r"head.1.weight \(5, 8, 1, 1\) vs model \(3, 8, 1, 1\)"):
+        freeseg.load_checkpoint(ToySegmenter(num_classes=3), str(tmp_path / "k5.pth"))
+
+
+def test_prepare_for_state_dict_hook_can_rebuild_a_submodule(tmp_path):
+    class Resizable(nn.Module):
+        def __init__(self, n: int):
+            super().__init__()
+            self.proj = nn.Linear(4, n)
+            self.seen: list[str] = []
+
+        def prepare_for_state_dict(self, state):
+            self.seen = sorted(state)  # keys relative to this module
+            self.proj = nn.Linear(4, state["proj.weight"].shape[0])
+
+    class Net(nn.Module):
+        def __init__(self, n: int):
+            super().__init__()
+            self.adapter = Resizable(n)
+            self.other = nn.Linear(2, 2)
+
+    torch.save({"model": Net(7).state_dict()}, tmp_path / "n7.pth")
+    net = Net(3)
+    assert freeseg.load_checkpoint(net, str(tmp_path / "n7.pth")) == ([], [])
+    assert net.adapter.seen == ["proj.bias", "proj.weight"]
+    assert net.adapter.proj.out_features == 7
