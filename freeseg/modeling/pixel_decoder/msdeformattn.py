@@ -158,6 +158,12 @@ def build_msdeformattn_pixel_decoder(cfg: Any, input_shape: dict[str, ShapeSpec]
     ``DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS`` / ``_N_HEADS`` and uses 4 points, so do we
     (released weights have exactly that shape)."""
     head = cfg.MODEL.SEM_SEG_HEAD
+    absent = [f for f in head.IN_FEATURES if f not in input_shape]
+    if absent:
+        raise FreeSegError(
+            f"MODEL.SEM_SEG_HEAD.IN_FEATURES {absent} are not produced by the backbone (it gives "
+            f"{sorted(input_shape)}); set IN_FEATURES / MODEL.RESNETS.OUT_FEATURES to match"
+        )
     return MSDeformAttnPixelDecoder(
         {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
         transformer_dropout=cfg.MODEL.MASK_FORMER.DROPOUT,
