@@ -137,12 +137,15 @@ def _worker(
 
 
 def create_ddp_model(model: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:
-    """Wrap ``model`` in DDP when running distributed; frozen parameters (CLIP, loaded prompts)
-    are left out of DDP's start-up broadcast and its gradient buckets."""
+    """Wrap ``model`` in DDP when running distributed.
+
+    Frozen parameters (CLIP, loaded prompts) get no gradient buckets and no all-reduce (DDP
+    only registers parameters that require grad). They are still broadcast once from rank 0 at
+    construction: ranks are seeded ``SEED + rank``, so anything randomly initialised (a CLIP
+    built without weights, in tests) would otherwise differ between ranks.
+    """
     if comm.get_world_size() == 1:
         return model
-    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
-    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
     device = next(model.parameters()).device
     return nn.parallel.DistributedDataParallel(
         model,

@@ -161,11 +161,16 @@ def _eval_results(trainer: Trainer) -> Mapping[str, Any]:
 
 
 def run(args: Any) -> Any:
-    """Launch :func:`main` on ``--num-gpus`` × ``--num-machines`` processes (or torchrun's)."""
-    backend = None
-    if args.num_gpus * args.num_machines > 1 or "WORLD_SIZE" in os.environ:
-        # Peek at the device so CPU runs use gloo even on a machine with GPUs.
-        backend = default_backend(str(load_config(args).MODEL.DEVICE).startswith("cuda"))
+    """Launch :func:`main` on ``--num-gpus`` × ``--num-machines`` processes (or torchrun's).
+
+    The config is read once here first, so that a bad config or a global batch that does not
+    divide among the processes fails before any process starts.
+    """
+    cfg = load_config(args)
+    world = int(os.environ.get("WORLD_SIZE", args.num_gpus * args.num_machines))
+    per_rank_batch_size(int(cfg.SOLVER.IMS_PER_BATCH), max(world, 1))
+    # gloo for CPU processes even on a machine with GPUs; NCCL for GPU ones.
+    backend = default_backend(str(cfg.MODEL.DEVICE).startswith("cuda"))
     return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                   dist_url=args.dist_url, args=(args,), backend=backend)
 
