@@ -1,0 +1,137 @@
+"""OpenVocabulary on the tiny config with a tiny CLIP: outputs, compute sharing, training, errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import freeseg
+from freeseg.modeling.clip import ClipArch, build_clip_from_arch
+from freeseg.modeling.meta_arch import OpenVocabulary
+from freeseg.utils.errors import FreeSegError
+
+REPO = Path(__file__).resolve().parents[2]
+TASKS = ["semantic segmentation.", "instance segmentation.", "panoptic segmentation."]
+NAMES = ["cat", "grass", "sky-other"]
+
+
+def _tiny_clip_file(tmp_path: Path, width: int = 64) -> str:
+    torch.manual_seed(0)
+    arch = ClipArch(embed_dim=width, vision_layers=1, vision_width=64, vision_patch_size=16, image_size=32,
+                    context_length=77, vocab_size=49408, text_width=width, text_layers=1)
+    path = tmp_path / f"tiny_clip_{width}.pt"
+    torch.save(build_clip_from_arch(arch).state_dict(), path)
+    return str(path)
+
+
+def _cfg(tmp_path: Path, **extra):
+    cfg = freeseg.get_cfg()
+    cfg.merge_from_file(str(REPO / "configs" / "tiny" / "tiny_alltask.yaml"))
+    opts = {"MODEL.CLIP_ADAPTER.CLIP_WEIGHTS": _tiny_clip_file(tmp_path), "MODEL.SEM_SEG_HEAD.NUM_CLASSES": 3,
+            "INPUT.TASK_NAME": TASKS, "MODEL.MASK_FORMER.TEST.INSTANCE_ON": True,
+            "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": True, "SEED": 7, **extra}
+    cfg.merge_from_list([x for kv in opts.items() for x in kv])
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> OpenVocabulary:
+    torch.manual_seed(0)
+    m = freeseg.build_model(_cfg(tmp_path_factory.mktemp("clip")))
+    m.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
+    return m.eval()
+
+
+def _sample(h: int = 64, w: int = 96, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+    masks = torch.zeros(2, h, w, dtype=torch.bool)
+    masks[0, : h // 2], masks[1, h // 2 :] = True, True
+    inst = {"gt_classes": torch.tensor([0, 2]), "gt_masks": masks}
+    return {"image": image, "height": h + 16, "width": w + 8, "sem_instances": inst, "ins_instances":
+            {"gt_classes": torch.tensor([0]), "gt_masks": masks[:1]}, "pan_instances": inst}
+
+
+def test_eval_outputs_follow_the_contract(model):
+    out = model([_sample()])[0]
+    assert set(out) == {"sem_seg", "panoptic_seg", "instances"}
+    assert out["sem_seg"].shape == (3, 80, 104)
+    ids, segments = out["panoptic_seg"]
+    assert ids.shape == (80, 104) and ids.dtype == torch.int32
+    assert all(s["isthing"] == (s["category_id"] == 0) for s in segments)
+    inst = out["instances"]
+    assert inst["pred_masks"].shape[1:] == (80, 104) and inst["pred_boxes"].shape[1] == 4
+    assert (inst["pred_classes"] == 0).all()  # panoptic on: only things (cat) are instances
+
+
+def test_backbone_once_per_batch_and_text_once_per_task(model):
+    calls = {"backbone": 0, "prompts": 0}
+    h1 = model.backbone.register_forward_hook(lambda *a: calls.__setitem__("backbone", calls["backbone"] + 1))
+    h2 = model.clip_adapter.prompt_learner.register_forward_hook(lambda *a: calls.__setitem__("prompts", calls["prompts"] + 1))
+    try:
+        model.set_vocabulary(["dog", "tree", "road"], thing_flags=[1, 0, 0])
+        model([_sample(seed=1)])
+        assert calls == {"backbone": 1, "prompts": 3}
+        model([_sample(seed=2)])  # same vocabulary: cached text features
+        assert calls == {"backbone": 2, "prompts": 3}
+    finally:
+        h1.remove(), h2.remove()
+        model.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
+
+
+def test_semantic_only_when_tasks_not_listed(tmp_path):
+    m = freeseg.build_model(_cfg(tmp_path, **{"INPUT.TASK_NAME": TASKS[:1]}))
+    m.set_vocabulary(NAMES)
+    out = m.eval()([_sample()])[0]
+    assert set(out) == {"sem_seg"}
+
+
+def test_training_losses_and_task_sampling(model):
+    model.train()
+    try:
+        losses = model([_sample(), _sample(seed=3)])
+        assert set(losses) == set(model.criterion.weight_dict)
+        total = sum(losses.values())
+        assert torch.isfinite(total)
+        total.backward()
+        assert model.clip_adapter.non_object_embedding.grad is not None
+        assert all(p.grad is None for p in model.clip_adapter.clip_model.parameters())
+        with pytest.raises(FreeSegError, match="pan_instances"):
+            model.losses([{"image": _sample()["image"]}], "panoptic segmentation.")
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    import random
+
+    expected = random.Random(7)  # SEED + rank 0
+    model._task_rng = random.Random(7)
+    picks = [model._task_rng.choice(model.task_names) for _ in range(6)]
+    assert picks == [expected.choice(TASKS) for _ in range(6)]
+
+
+def test_bad_vocabularies_and_configs(model, tmp_path):
+    with pytest.raises(FreeSegError, match="empty vocabulary"):
+        model.set_vocabulary([])
+    with pytest.raises(FreeSegError, match="duplicate"):
+        model.set_vocabulary(["cat", "cat"])
+    with pytest.raises(FreeSegError, match="CLIP tokens"):
+        model.set_vocabulary(["cat", "very " * 50 + "long"])
+    with pytest.raises(FreeSegError, match="thing_flags"):
+        model.set_vocabulary(["cat", "dog"], thing_flags=[1])
+    assert model.vocabulary.class_names == tuple(NAMES)  # a failed call leaves it unchanged
+    with pytest.raises(FreeSegError, match="PROMPT_DIM"):
+        freeseg.build_model(_cfg(tmp_path, **{"MODEL.CLIP_ADAPTER.CLIP_WEIGHTS": _tiny_clip_file(tmp_path, 128)}))
+    with pytest.raises(FreeSegError, match="META_ARCHITECTURE"):
+        freeseg.build_model(_cfg(tmp_path, **{"MODEL.META_ARCHITECTURE": "OpenVocabular"}))
+
+
+def test_checkpoint_round_trip(model, tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, path)
+    other = freeseg.build_model(_cfg(tmp_path))
+    missing, unexpected = freeseg.load_checkpoint(other, str(path))
+    assert missing == [] and unexpected == []
+    other.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
+    sample = _sample(seed=4)
+    torch.testing.assert_close(other.eval()([sample])[0]["sem_seg"], model([sample])[0]["sem_seg"])
