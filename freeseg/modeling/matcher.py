@@ -62,12 +62,17 @@ class HungarianMatcher(nn.Module):
     def _mask_costs(
         self, out_mask: torch.Tensor, tgt_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[Q, h, w] logits vs [N, Hp, Wp] targets -> ([Q, N] mask cost, [Q, N] dice cost)."""
+        """[Q, h, w] float logits vs [N, Hp, Wp] bool/float targets -> ([Q, N] mask cost,
+        [Q, N] dice cost)."""
         if self.mask_cost == "focal":
             # GT goes down to the prediction size: this is what keeps FreeSeg's matcher cheap.
-            tgt = F.interpolate(tgt_mask[:, None], size=out_mask.shape[-2:], mode="nearest")[:, 0]
+            # Nearest picks the same pixels in any dtype, so bool masks go down as uint8
+            # (4x less to read than float) and become float only at the small size.
+            small = tgt_mask.to(torch.uint8) if tgt_mask.dtype == torch.bool else tgt_mask
+            tgt = F.interpolate(small[:, None], size=out_mask.shape[-2:], mode="nearest")[:, 0].to(out_mask)
             out_flat, tgt_flat = out_mask.flatten(1), tgt.flatten(1)
             return pairwise_sigmoid_focal_cost(out_flat, tgt_flat), pairwise_dice_cost(out_flat, tgt_flat)
+        tgt_mask = tgt_mask.to(out_mask)
         coords = torch.rand(1, self.num_points, 2, device=out_mask.device)
         tgt_pts = point_sample(
             tgt_mask[:, None], coords.expand(tgt_mask.shape[0], -1, -1), align_corners=False
@@ -103,7 +108,7 @@ class HungarianMatcher(nn.Module):
             prob = logits[b].float().softmax(-1)  # [Q, K+1]
             cost_class = -prob[:, labels]
             out_mask = masks[b].float()
-            cost_mask, cost_dice = self._mask_costs(out_mask, target["masks"].to(out_mask))
+            cost_mask, cost_dice = self._mask_costs(out_mask, target["masks"])
             cost = self.cost_mask * cost_mask + self.cost_class * cost_class + self.cost_dice * cost_dice
             # A diverged step (NaN logits) must reach the trainer's non-finite-loss policy
             # rather than crash scipy here.
