@@ -98,7 +98,9 @@ class MappedDataset(Dataset):
                     raise
                 with self.skipped.get_lock():
                     self.skipped.value += 1
-                logger.warning("skipping corrupt sample (%d skipped so far): %s", self.skipped.value, e)
+                    n = self.skipped.value
+                if n <= 10 or n % 100 == 0:  # do not flood the log on a badly damaged data set
+                    logger.warning("skipping corrupt sample (%d skipped so far): %s", n, e)
             except EmptyRegion:
                 pass
             if not self.redraw:

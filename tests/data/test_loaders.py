@@ -121,3 +121,12 @@ def test_sample_per_task_class_without_replacement() -> None:
     assert all(len(set(v)) == len(v) for v in groups.values())  # no duplicates
     assert out == sample_per_task_class(dicts, 4, seed=0) and out != sample_per_task_class(dicts, 4, seed=1)
     assert sample_per_task_class(dicts, -1, seed=0) == dicts
+
+
+def test_missing_image_is_an_error_not_a_skip(sem_dicts) -> None:
+    import os
+
+    os.remove(sem_dicts[0]["file_name"])
+    loader = build_train_loader_from(sem_dicts[:1], _mapper(), total_batch_size=1, seed=0)
+    with pytest.raises(FreeSegError, match=r"image .*0\.jpg not found"):
+        _take(loader, 1)

@@ -18,8 +18,17 @@ class CorruptImageError(FreeSegError):
     """An image (or label map) that cannot be decoded; loaders skip it with a warning and count it."""
 
 
+def _exists(path: str, what: str) -> None:
+    # A missing file is a wrong path (an error), not a corrupt one (skipped).
+    import os
+
+    if not os.path.exists(path):
+        raise FreeSegError(f"{what} {path} not found; check $DETECTRON2_DATASETS and re-run the preparation script")
+
+
 def read_image(path: str) -> np.ndarray:
     """uint8 [H, W, 3] RGB (EXIF orientation is not applied, as detectron2 with format RGB)."""
+    _exists(path, "image")
     try:
         with Image.open(path) as im:
             im.load()
@@ -30,6 +39,7 @@ def read_image(path: str) -> np.ndarray:
 
 def read_label_map(path: str) -> np.ndarray:
     """int64 [H, W] label map (uint8 or uint16 PNG/TIFF)."""
+    _exists(path, "label map")
     try:
         with Image.open(path) as im:
             im.load()
@@ -43,6 +53,7 @@ def read_label_map(path: str) -> np.ndarray:
 
 def read_panoptic_ids(path: str) -> np.ndarray:
     """int64 [H, W] segment ids from a COCO panoptic PNG (id = R + 256·G + 256²·B, 0 = void)."""
+    _exists(path, "panoptic PNG")
     try:
         with Image.open(path) as im:
             im.load()
@@ -104,7 +115,8 @@ def _targets(classes: list[int], masks: list[np.ndarray], shape: tuple[int, int]
 
 def semantic_targets(sem: np.ndarray, ignore_label: int) -> dict[str, torch.Tensor]:
     """One mask per class present (sorted class ids), ignore excluded: ``{gt_classes [N], gt_masks [N, H, W]}``."""
-    classes = [int(c) for c in np.unique(sem) if c != ignore_label]
+    counts = np.bincount(sem.ravel(), minlength=ignore_label + 1)  # faster than np.unique on big maps
+    classes = [int(c) for c in np.flatnonzero(counts) if c != ignore_label]
     return _targets(classes, [sem == c for c in classes], sem.shape)
 
 
