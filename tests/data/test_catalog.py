@@ -55,6 +55,9 @@ def test_voc_and_ade_splits() -> None:
     assert len(MetadataCatalog.get("ade20k_all_train_base").stuff_classes) == 135
     assert len(MetadataCatalog.get("pascal_context_459_sem_seg_val").stuff_classes) == 459
     assert len(MetadataCatalog.get("pascal_context_59_sem_seg_val").stuff_classes) == 59
+    a847 = MetadataCatalog.get("ade20k_full_sem_seg_val")
+    assert len(a847.stuff_classes) == 847 and a847.ignore_label == 65535
+    assert a847.stuff_classes[846] == "adding machine, totalizer, totaliser"
     assert not MetadataCatalog.get("ade20k_sem_seg_val").get("trainable_flag")  # cross-data-set: all unseen
 
 

@@ -91,10 +91,7 @@ def register_cross_dataset(root: str) -> None:
         img, gt = os.path.join(root, img_dir), os.path.join(root, gt_dir)
         layout = f"{img_dir}/*.jpg + {gt_dir}/*{exts[0]}"
         DatasetCatalog.register(name, _sem_loader(name, gt, img, False, layout, script, exts))
-        meta = MetadataCatalog.get(name)
-        meta.set(image_root=img, sem_seg_root=gt, evaluator_type="sem_seg", ignore_label=ignore,
-                 class_list=classes)
-        try:
-            meta.set(**categories_meta(load_classes(classes)["categories"]))
-        except Exception:  # noqa: BLE001 - a class list not shipped yet must not break `import freeseg.data`
-            pass
+        MetadataCatalog.get(name).set(
+            image_root=img, sem_seg_root=gt, evaluator_type="sem_seg", ignore_label=ignore,
+            **categories_meta(load_classes(classes)["categories"]),
+        )
