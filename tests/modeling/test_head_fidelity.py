@@ -112,6 +112,13 @@ def test_eval_forward_matches_reference(network, fixture_a: Path, index: int) ->
                 _close(aux["pred_masks"][0], expected["aux_pred_masks"][j])
 
 
+TASK_TARGETS = {
+    "semantic segmentation.": "sem_instances",
+    "instance segmentation.": "ins_instances",
+    "panoptic segmentation.": "pan_instances",
+}
+
+
 def test_train_mode_forward_matches_reference(network, fixture_a: Path) -> None:
     """Training path (FrozenBN's x * scale + shift branch, gradients on), batch of 2 padded together."""
     cfg, backbone, head, _ = network
@@ -124,6 +131,7 @@ def test_train_mode_forward_matches_reference(network, fixture_a: Path) -> None:
         encoded = head.encode(backbone(images))
         for task, expected in step["tasks"].items():
             assert tuple(expected["padded_size"]) == (192, 288)
+            assert task in TASK_TARGETS
             text = expected["text_features"]
             out = head.decode(encoded, text)
             assert out["pred_masks"].requires_grad
@@ -134,6 +142,49 @@ def test_train_mode_forward_matches_reference(network, fixture_a: Path) -> None:
                     _close(_logits(aux["pred_logits"], text), expected["aux_pred_logits"][j], LOGIT_ATOL)
                     _close(aux["pred_masks"], expected["aux_pred_masks"][j])
     finally:
+        backbone.eval()
+        head.eval()
+        head.interaction.attn.dropout = 0.1
+
+
+def test_end_to_end_training_losses_match_reference(network, fixture_a: Path) -> None:
+    """Our network + our criterion (built from the fixture config) give the reference's losses
+    (1e-4 relative), and the backward pass reaches the backbone with finite gradients."""
+    from freeseg.losses import apply_loss_weights, build_criterion, prepare_targets
+
+    cfg, backbone, head, _ = network
+    step = load_pt(fixture_a / "train_step.pt")
+    criterion = build_criterion(cfg)
+    backbone.train()
+    head.train()
+    head.interaction.attn.dropout = 0.0
+    try:
+        images = _normalize_and_pad(cfg, step["images"], size=(192, 288))
+        encoded = head.encode(backbone(images))
+        total = 0.0
+        for task, expected in step["tasks"].items():
+            text = expected["text_features"]
+            out = head.decode(encoded, text)
+            outputs = {
+                "pred_logits": _logits(out["pred_logits"], text),
+                "pred_masks": out["pred_masks"],
+                "aux_outputs": [
+                    {"pred_logits": _logits(a["pred_logits"], text), "pred_masks": a["pred_masks"]}
+                    for a in out["aux_outputs"]
+                ],
+            }
+            targets = prepare_targets([t[TASK_TARGETS[task]] for t in step["targets"]], (192, 288))
+            losses = apply_loss_weights(criterion(outputs, targets), criterion.weight_dict)
+            assert set(losses) == set(expected["losses"])
+            for name, value in expected["losses"].items():
+                assert abs(losses[name].item() - value) <= 1e-4 * abs(value), (task, name, losses[name].item(), value)
+            total = total + sum(losses.values())
+        total.backward()
+        grad = backbone.stem.conv1.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    finally:
+        backbone.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
         backbone.eval()
         head.eval()
         head.interaction.attn.dropout = 0.1
