@@ -164,8 +164,9 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     clip.REGION_TOPK = 0  # >0: only the best k queries' regions go through CLIP (fast mode)
     cfg.MODEL.MASK_FORMER.LOSS_TYPE = "focal_full"  # FreeSeg's; "point_bce" = Mask2Former's
     cfg.MODEL.MASK_FORMER.TEST.ENTITY_ON = False
-    # Reproduce the original's buggy panoptic/instance inference (fidelity tests only).
-    cfg.MODEL.MASK_FORMER.TEST.REFERENCE_POSTPROCESS = False
+    # Mask2Former's key (FreeSeg's fork dropped it): instances kept per image before the
+    # thing filter.
+    cfg.MODEL.MASK_FORMER.TEST.TEST_TOPK_PER_IMAGE = 100
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL = "auto"  # auto, pytorch, cpu, cuda
     cfg.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16" (no grad scaler)
     cfg.SOLVER.NONFINITE_LOSS = "stop"  # or "skip" the step

@@ -124,14 +124,14 @@ class OpenVocabulary(nn.Module):
             size_divisibility=int(mf.SIZE_DIVISIBILITY),
             clip_ensemble=bool(ca.CLIP_ENSEMBLE),
             clip_ensemble_weight=float(ca.CLIP_ENSEMBLE_WEIGHT),
-            region_topk=int(getattr(ca, "REGION_TOPK", 0)),
+            region_topk=int(ca.REGION_TOPK),
             instance_on=bool(mf.TEST.INSTANCE_ON),
             panoptic_on=bool(mf.TEST.PANOPTIC_ON),
             entity_on=bool(getattr(mf.TEST, "ENTITY_ON", False)),
             thresholds=TaskThresholds(
                 object_mask=float(mf.TEST.OBJECT_MASK_THRESHOLD),
                 overlap=float(mf.TEST.OVERLAP_THRESHOLD),
-                topk_per_image=int(getattr(mf.TEST, "TEST_TOPK_PER_IMAGE", 100)),
+                topk_per_image=int(mf.TEST.TEST_TOPK_PER_IMAGE),
             ),
             seed=seed,
         )
