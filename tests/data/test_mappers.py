@@ -164,3 +164,25 @@ def test_corrupt_image_and_unknown_mapper(voc_root: Path) -> None:
         build_mapper(_cfg("mask_former_semantic", "voc_sem_seg_train"), True)(d)
     with pytest.raises(ConfigError, match="did you mean 'mask_former_semantic'"):
         build_mapper(_cfg("mask_former_semantik", "voc_sem_seg_train"), True)
+
+
+def test_build_loaders_from_config(coco_full: Path) -> None:
+    import itertools
+
+    from freeseg.data.loaders import build_test_loader, build_train_loader
+
+    cfg = _cfg("coco_full_lsj", "coco_2017_train_full_task_base", **{"DATASETS.TEST": ("coco_2017_test_full_task",)})
+    batch = next(iter(build_train_loader(cfg)))
+    assert len(batch) == 2 and all({"sem_instances", "ins_instances", "pan_instances"} <= set(d) for d in batch)
+    assert batch[0]["meta"] == {"dataset_name": "coco_2017_train_full_task_base"}
+    test = list(build_test_loader(cfg, "coco_2017_test_full_task"))
+    assert [len(b) for b in test] == [1, 1] and test[0][0]["image"].shape == (3, 40, 53)
+
+    cfg1 = _cfg("mask_former_full_binary_semantic", "coco_2017_train_full_task_base_classification",
+                **{"DATASETS.SAMPLE_PER_CLASS": 1, "INPUT.SIZE_DIVISIBILITY": -1, "SOLVER.IMS_PER_BATCH": 4})
+    batches = list(itertools.islice(iter(build_train_loader(cfg1)), 3))
+    samples = [d for b in batches for d in b]
+    assert all(d["image"].shape == (3, 224, 224) for d in samples)
+    assert {d["task"] for d in samples} <= {"sem_seg", "ins_seg", "pan_seg"}
+    # one sample per (task, class): sem {person, sky-other}, ins {person}, pan {person, sky-other}
+    assert len(build_train_loader(cfg1).dataset) == 5
