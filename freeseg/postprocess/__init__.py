@@ -6,6 +6,7 @@ Pure functions on one image's class scores [Q, K] (probabilities, no void) and m
 from freeseg.postprocess.entity import entity_inference
 from freeseg.postprocess.instance import instance_inference, masks_to_boxes
 from freeseg.postprocess.panoptic import panoptic_inference
+from freeseg.postprocess.reference import reference_panoptic_inference
 from freeseg.postprocess.resize import resize_to_output, upsample_masks
 from freeseg.postprocess.semantic import semantic_inference
 
@@ -14,6 +15,7 @@ __all__ = [
     "instance_inference",
     "masks_to_boxes",
     "panoptic_inference",
+    "reference_panoptic_inference",
     "resize_to_output",
     "semantic_inference",
     "upsample_masks",
