@@ -119,6 +119,10 @@ def test_swin_from_d2_config_keys() -> None:
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "res2": (1, 16, 16, 24), "res3": (1, 32, 8, 12), "res4": (1, 64, 4, 6), "res5": (1, 128, 2, 3)
     }
+    with torch.no_grad():  # D2SwinTransformer's output LayerNorms norm0..norm3 are applied
+        model.norm1.weight.zero_()
+        model.norm1.bias.fill_(0.25)
+    assert torch.equal(model(torch.randn(1, 3, 64, 96))["res3"], torch.full((1, 32, 8, 12), 0.25))
     s.APE = True
     with pytest.raises(FreeSegError, match="APE"):
         build_backbone(cfg)

@@ -115,3 +115,33 @@ def test_unknown_layout_and_strict_errors() -> None:
     assert "\n" not in msg and msg.startswith("R-50.pkl does not match ResNet")
     assert "missing: res5.2.conv3.weight" in msg and "unexpected: res6.0.conv1.weight" in msg
     assert "res2.0.conv1.weight (9, 16, 1, 1) vs model (8, 16, 1, 1)" in msg
+
+
+def test_original_swin_checkpoint_converts_to_timm_swin_backbone() -> None:
+    from freeseg.config import get_cfg
+    from freeseg.modeling.backbone import build_backbone
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "D2SwinTransformer"
+    s = cfg.MODEL.SWIN
+    s.EMBED_DIM, s.DEPTHS, s.NUM_HEADS, s.WINDOW_SIZE = 16, [1, 1, 2, 1], [1, 1, 2, 2], 4
+    model = build_backbone(cfg).eval()
+    state = _randomize(model)
+    original = {}
+    for k, v in state.items():  # our names -> original Swin / D2SwinTransformer names, by hand
+        m = re.match(r"^model\.layers_(\d+)\.downsample\.(.*)$", k)
+        if m:
+            name = f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
+        else:
+            name = re.sub(r"^layers_(\d+)\.", r"layers.\1.", k[len("model."):]) if k.startswith("model.") else k
+        original["backbone." + name] = v
+    assert "backbone.layers.0.downsample.reduction.weight" in original and "backbone.norm3.weight" in original
+    original["backbone.layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
+    original["head.weight"] = torch.zeros(1000, 128)
+    original["norm.weight"] = torch.zeros(128)
+    converted = convert_to_d2_backbone({"model": original})
+    fresh = build_backbone(cfg).eval()
+    load_state_dict_strict(fresh, converted)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x)["res4"], model(x)["res4"])

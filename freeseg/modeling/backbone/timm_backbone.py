@@ -26,6 +26,8 @@ class TimmBackbone(Backbone):
         model_kwargs: extra keyword arguments for ``timm.create_model`` (sizes, drop-path, ...).
             Weights are never downloaded (``pretrained=False``); load a local checkpoint through
             the engine instead.
+        out_norms: a LayerNorm on every returned map, named ``norm{i}`` for res{i + 2}, as
+            Mask2Former's D2SwinTransformer has.
     Output: {name: [B, C, H / stride, W / stride]} (NCHW even where timm returns NHWC).
     """
 
@@ -34,6 +36,7 @@ class TimmBackbone(Backbone):
         model_name: str,
         out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
         model_kwargs: dict[str, Any] | None = None,
+        out_norms: bool = False,
     ) -> None:
         super().__init__()
         import timm
@@ -55,6 +58,12 @@ class TimmBackbone(Backbone):
         self._out_feature_channels = {n: info.channels()[i] for n, i in self._index.items()}
         self._out_feature_strides = {n: info.reduction()[i] for n, i in self._index.items()}
         self._nhwc = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
+        self._norms = {}
+        if out_norms:
+            for name in self._out_features:
+                norm_name = f"norm{int(name[3:]) - 2}"
+                self.add_module(norm_name, torch.nn.LayerNorm(self._out_feature_channels[name]))
+                self._norms[name] = norm_name
 
     @property
     def size_divisibility(self) -> int:
@@ -66,6 +75,9 @@ class TimmBackbone(Backbone):
         out = {}
         for name in self._out_features:
             f = feats[self._index[name]]
+            if name in self._norms:  # LayerNorm over channels, which are last in NHWC
+                norm = getattr(self, self._norms[name])
+                f = norm(f) if self._nhwc else norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             out[name] = f.permute(0, 3, 1, 2).contiguous() if self._nhwc else f  # B H W C -> B C H W
         return out
 
@@ -87,9 +99,10 @@ def build_timm_backbone(cfg: Any, input_shape: ShapeSpec | None = None) -> TimmB
 def build_swin_backbone(cfg: Any, input_shape: ShapeSpec | None = None) -> TimmBackbone:
     """Mask2Former's ``D2SwinTransformer`` from the ``MODEL.SWIN.*`` keys, built with timm's Swin.
 
-    Deliberate difference: timm's Swin has no absolute position embedding (``APE`` must be
-    False, as in every Mask2Former/FreeSeg config) and pads inputs to the window size itself.
-    Original Swin checkpoints convert with ``timm.models.swin_transformer.checkpoint_filter_fn``.
+    Output LayerNorms ``norm0..norm3`` as in D2SwinTransformer. Deliberate differences: timm's
+    Swin has no absolute position embedding (``APE`` must be False, as in every
+    Mask2Former/FreeSeg config) and ignores ``QK_SCALE``. Original / D2 Swin checkpoints
+    (``layers.0.downsample``, ``norm0``) convert with ``weights.convert_to_d2_backbone``.
     """
     s = cfg.MODEL.SWIN
     if s.APE:
@@ -111,4 +124,6 @@ def build_swin_backbone(cfg: Any, input_shape: ShapeSpec | None = None) -> TimmB
     )
     if not s.PATCH_NORM:
         raise FreeSegError("MODEL.SWIN.PATCH_NORM=False is not supported by the timm Swin; set it to True")
-    return TimmBackbone("swin_base_patch4_window7_224", out_features=list(s.OUT_FEATURES), model_kwargs=kwargs)
+    return TimmBackbone(
+        "swin_base_patch4_window7_224", out_features=list(s.OUT_FEATURES), model_kwargs=kwargs, out_norms=True
+    )

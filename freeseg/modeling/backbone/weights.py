@@ -7,7 +7,10 @@
   ``model`` and with a ``backbone.`` prefix;
 - torchvision and timm ResNets (``conv1``, ``bn1``, ``layer1.0.downsample.0``, ...), including
   timm's three-conv "deep" stem (``conv1.0`` / ``conv1.3`` / ``conv1.6``), which maps onto the
-  DeepLab stem.
+  DeepLab stem;
+- original Swin / Mask2Former D2SwinTransformer checkpoints (``patch_embed.proj``,
+  ``layers.0.blocks.0.attn.qkv``, ``layers.0.downsample``, ``norm0``), for the timm-based
+  ``D2SwinTransformer`` backbone.
 """
 from __future__ import annotations
 
@@ -86,6 +89,18 @@ def _torchvision_name(name: str, deep_stem: bool) -> str:
     return name
 
 
+def _swin_name(name: str) -> str | None:
+    """Original / D2 Swin name -> our TimmBackbone name (None = not a backbone weight)."""
+    name = re.sub(r"^backbone\.", "", name)
+    if re.match(r"^norm\d\.", name):  # D2SwinTransformer's per-output norms
+        return name
+    if name.startswith(("head.", "norm.")) or "relative_position_index" in name or "attn_mask" in name:
+        return None  # classifier, classifier norm, and buffers timm recomputes
+    # the original merges patches at the end of stage i, timm at the start of stage i + 1
+    name = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", name)
+    return "model." + re.sub(r"^layers\.(\d+)\.", r"layers_\1.", name)
+
+
 def convert_to_d2_backbone(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Backbone weights in any supported ResNet layout -> {detectron2 name: tensor}.
 
@@ -110,6 +125,8 @@ def convert_to_d2_backbone(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
             )
         deep = "conv1.0.weight" in keys
         out = {_torchvision_name(k, deep): v for k, v in tensors.items() if not _CLASSIFIER.match(k)}
+    elif any(re.match(r"^(backbone\.)?layers\.0\.blocks\.0\.attn\.qkv\.weight$", k) for k in keys):
+        out = {n: v for k, v in tensors.items() if (n := _swin_name(k)) is not None}
     elif any(k.startswith(("stem.", "backbone.stem.", "backbone.bottom_up.stem.")) for k in keys):
         out = {re.sub(r"^backbone\.(bottom_up\.)?", "", k): v for k, v in tensors.items()
                if k.startswith(("stem.", "res", "backbone.")) and not _CLASSIFIER.match(k)}
@@ -118,7 +135,7 @@ def convert_to_d2_backbone(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         sample = ", ".join(sorted(keys)[:3])
         raise FreeSegError(
             f"backbone checkpoint layout not recognised (first keys: {sample}); expected detectron2, "
-            "Caffe2 (R-50.pkl), torchvision or timm ResNet weights"
+            "Caffe2 (R-50.pkl), torchvision or timm ResNet weights, or original/D2 Swin weights"
         )
     return {k: v for k, v in out.items() if not k.endswith("num_batches_tracked")}
 
