@@ -142,6 +142,8 @@ def inference_on_dataset(
                 start = time.perf_counter()
                 compute_time = 0.0
                 n_images = 0
+            if not inputs:  # the loader skipped a corrupt image (warned and counted there)
+                continue
             t0 = time.perf_counter()
             outputs = model(inputs)
             if torch.cuda.is_available():

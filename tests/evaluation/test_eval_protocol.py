@@ -56,6 +56,12 @@ def test_inference_on_dataset_eval_mode_no_grad_and_restore(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == res
 
 
+def test_empty_batches_from_skipped_images_are_skipped():
+    model, rec = Doubler(), Recorder()
+    res = inference_on_dataset(model, [[{"x": 1}], [], [{"x": 2}]], rec)
+    assert res == {"rec": {"n": 2}} and len(model.modes) == 2
+
+
 def test_evaluator_list_and_none():
     assert inference_on_dataset(Doubler(), [[{"x": 1}]], [Recorder()]) == {"rec": {"n": 1}}
     assert inference_on_dataset(Doubler(), [[{"x": 1}]], None) == {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from .coco import register_coco_full_task, register_coco_panoptic, register_coco_stuff
+from ..world.register import register_world
 from .voc_ade import register_ade20k_all, register_cross_dataset, register_voc
 
 
@@ -36,4 +37,5 @@ def register_all(root: str, replace: bool = False) -> None:
     register_voc(root)
     register_ade20k_all(root)
     register_cross_dataset(root)
+    register_world(root)  # the quickstart's generated world (freeseg quickstart)
     _BUILTIN_NAMES.update(set(DatasetCatalog) - before)

@@ -44,3 +44,9 @@ def world_classes() -> list[WorldClass]:
     for name in STUFF:
         out.append(WorldClass(len(out) + 1, name, False, stuff_colors[name]))
     return out
+
+
+def categories_json(classes: list[WorldClass]) -> list[dict]:
+    """COCO-style category records (panoptic JSON ``categories``)."""
+    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color),
+             "supercategory": "shape" if c.isthing else "texture"} for c in classes]

@@ -14,17 +14,15 @@ import os
 from ..builtin.classes import categories_meta, zero_shot_fields
 from ..catalog import DatasetCatalog, MetadataCatalog
 from ..loading import flatten_full_task, load_classification, load_panoptic, require_paths
-from .classes import world_classes
-from .writer import categories_json
+from .classes import categories_json, world_classes
 
 WORLD_DIRNAME = "freeseg_world"
 LAYOUT = "freeseg_world/{train,val}2017/*.jpg + panoptic_detectron2/ + stuffthingmaps_panoptic_detectron2/"
 SCRIPT = "freeseg quickstart --only data"
 
 
-def world_root(datasets_root: str | None = None) -> str:
-    root = datasets_root or os.environ.get("DETECTRON2_DATASETS", "datasets")
-    return os.path.join(root, WORLD_DIRNAME)
+def world_root(datasets_root: str) -> str:
+    return os.path.join(datasets_root, WORLD_DIRNAME)
 
 
 def _loader(name: str, root: str, split: str, variant: str, meta: dict, classification: bool):
@@ -43,7 +41,7 @@ def _loader(name: str, root: str, split: str, variant: str, meta: dict, classifi
     return load, paths
 
 
-def register_world(datasets_root: str | None = None) -> None:
+def register_world(datasets_root: str) -> None:
     """Register the four world data sets (idempotent: re-registering is skipped)."""
     root = world_root(datasets_root)
     classes = world_classes()

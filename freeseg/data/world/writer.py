@@ -26,15 +26,10 @@ from tqdm import tqdm
 
 from ..prepare.coco_alldata import id2rgb, segment_stats
 from ..prepare.semantic import collect_label_counts
-from .classes import WorldClass, world_classes
+from .classes import WorldClass, categories_json, world_classes
 from .scene import Scene, caption, render_scene
 
 VARIANTS = ("", "_base")
-
-
-def categories_json(classes: list[WorldClass]) -> list[dict]:
-    return [{"id": c.id, "name": c.name, "isthing": int(c.isthing), "color": list(c.color),
-             "supercategory": "shape" if c.isthing else "texture"} for c in classes]
 
 
 def _variant_classes(variant: str) -> list[WorldClass]:
