@@ -1,0 +1,314 @@
+"""``freeseg demo`` / ``python demo.py``: segment your own images with any class names.
+
+    freeseg demo --config-file configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml \\
+        --input photos/ extra.jpg "more/*.png" --output out/ --vocabulary "person,dog,grass,sky" \\
+        MODEL.WEIGHTS weights/model_final.pth
+
+Everything that can be wrong with the set-up (vocabulary, config, weights, inputs that do not
+exist) is reported before the first image; an image that cannot be decoded is skipped with a
+message and counted. What is written per image is listed in :mod:`freeseg.cli.demo_outputs`;
+docs/demo.md has the details.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import sys
+import tempfile
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..utils.errors import FreeSegError
+from .demo_outputs import TASKS
+from .predictor import DemoVocabulary
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+_PHRASES = {"semantic": "semantic segmentation.", "instance": "instance segmentation.", "panoptic": "panoptic segmentation."}
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+
+
+def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Segment images with a trained FreeSeg model and any list of class names; "
+        "writes overlay pictures, label maps, panoptic PNG + JSON and instance RLE JSON.",
+        epilog="Example: %(prog)s --config-file configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml "
+        "--input photo.jpg --output out/ --vocabulary 'person,dog,grass,sky' MODEL.WEIGHTS weights/model_final.pth",
+    )
+    p.add_argument("--config-file", default="", metavar="FILE", help="the model's config (YAML)")
+    p.add_argument("--input", nargs="+", default=[], metavar="PATH",
+                   help="image files, folders, globs ('photos/*.jpg') or video files (frame by frame)")
+    p.add_argument("--output", default="", metavar="DIR", help="output folder (default: a new temporary folder, printed at the end)")
+    p.add_argument("--vocabulary", default="", metavar="NAMES|FILE",
+                   help="comma-separated class names, or a text file with one name per line "
+                   "(default: the classes of the config's first DATASETS.TEST data set)")
+    p.add_argument("--stuff", default=None, metavar="NAMES",
+                   help="comma-separated names of the vocabulary that are amorphous 'stuff' (sky, grass): one "
+                   "panoptic segment per class, no instances (default: from the test data set where it knows "
+                   "the name, else thing)")
+    p.add_argument("--task", nargs="+", choices=TASKS, default=None,
+                   help="results to produce (default: semantic plus instance/panoptic when the config enables them)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (GPU when there is one)")
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="minimum score of instances and panoptic/entity segments (default 0.5)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (equal-size images only)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="config overrides (the same as trailing KEY VALUE pairs)")
+    p.add_argument("opts_trailing", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides, e.g. MODEL.WEIGHTS weights/model_final.pth")
+    return p
+
+
+def split_inputs_and_opts(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``--input a.jpg b.jpg MODEL.WEIGHTS w.pth`` -> inputs, opts: the first item that looks
+    like a config key (``A.B``, upper case) and is not a file starts the overrides."""
+    for i, item in enumerate(items):
+        if _CONFIG_KEY.match(item) and not os.path.exists(item):
+            return list(items[:i]), list(items[i:])
+    return list(items), []
+
+
+def parse_vocabulary(value: str) -> list[str]:
+    """Names from a comma-separated list or a file (one per line, '#' comments)."""
+    if os.path.isfile(value):
+        with open(value, encoding="utf-8") as f:
+            names = [line.split("#", 1)[0].strip() for line in f]
+        source = f"vocabulary file {value}"
+    else:
+        names = [n.strip() for n in value.split(",")]
+        source = f"--vocabulary {value!r}"
+    names = [n for n in names if n]
+    if not names:
+        raise FreeSegError(f"{source} names no classes; give comma-separated names or a file with one name per line")
+    return names
+
+
+def _test_metadata(cfg: Any) -> Any | None:
+    from ..data.catalog import MetadataCatalog
+    import freeseg.data  # noqa: F401  (registers the built-in data sets)
+
+    tests = list(cfg.DATASETS.TEST)
+    if not tests or tests[0] not in MetadataCatalog:
+        return None
+    meta = MetadataCatalog.get(tests[0])
+    return meta if meta.get("stuff_classes") else None
+
+
+def resolve_vocabulary(cfg: Any, value: str, stuff: str | None) -> DemoVocabulary:
+    """The run's classes with seen/unseen and thing/stuff flags (from the test data set's
+    metadata where it knows a name)."""
+    meta = _test_metadata(cfg)
+    if value:
+        names = parse_vocabulary(value)
+    elif meta is not None:
+        names = list(meta.stuff_classes)
+    else:
+        test = list(cfg.DATASETS.TEST)[:1] or ["(none)"]
+        raise FreeSegError(
+            f"no --vocabulary given and the config's test data set {test[0]} is not registered; "
+            "pass --vocabulary 'person,dog,grass' or a file with one class name per line"
+        )
+    trainable = thing = None
+    if meta is not None:
+        known = {n: i for i, n in enumerate(meta.stuff_classes)}
+        flags = meta.get("trainable_flag")
+        if flags is not None:
+            trainable = tuple(int(flags[known[n]]) if n in known else 0 for n in names)
+        things = set(meta.get("thing_classes") or [])
+        if things:
+            thing = tuple(int(n in things or n not in known) for n in names)
+    if stuff is not None:
+        stuff_names = {n.strip() for n in stuff.split(",") if n.strip()}
+        unknown = sorted(stuff_names - set(names))
+        if unknown:
+            raise FreeSegError(f"--stuff names {unknown} that are not in the vocabulary; list vocabulary names only")
+        thing = tuple(int(n not in stuff_names) for n in names)
+    from ..modeling.meta_arch import Vocabulary
+
+    Vocabulary.create(names, trainable, thing)  # duplicates and flag lengths checked here
+    return DemoVocabulary(tuple(names), trainable, thing)
+
+
+def collect_inputs(items: Sequence[str]) -> list[str]:
+    """Files named by ``items`` (files, folders searched recursively, globs), in order, once."""
+    if not items:
+        raise FreeSegError("no --input: give image files, folders or globs")
+    found: list[str] = []
+    for item in items:
+        if os.path.isdir(item):
+            matches = [os.path.join(root, f) for root, _, files in sorted(os.walk(item)) for f in sorted(files)
+                       if os.path.splitext(f)[1].lower() in IMAGE_EXTS | VIDEO_EXTS]
+            if not matches:
+                raise FreeSegError(f"folder {item} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        elif os.path.isfile(item):
+            matches = [item]
+        elif glob.has_magic(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not matches:
+                raise FreeSegError(f"--input pattern {item!r} matches no file")
+        else:
+            raise FreeSegError(f"--input {item} does not exist; check the path")
+        found += matches
+    return list(dict.fromkeys(found))
+
+
+def setup_cfg(args: argparse.Namespace, opts: list[str], tasks: list[str] | None) -> tuple[Any, list[str]]:
+    """The frozen config and the tasks to produce."""
+    import torch
+
+    from ..config import get_cfg
+
+    if not args.config_file:
+        raise FreeSegError("no --config-file: pass the config the model was trained with (e.g. configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml)")
+    if not os.path.isfile(args.config_file):
+        raise FreeSegError(f"--config-file {args.config_file} does not exist; check the path")
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(opts)
+    test = cfg.MODEL.MASK_FORMER.TEST
+    names = list(cfg.INPUT.TASK_NAME)
+    if tasks is None:
+        tasks = ["semantic"] + [t for t, on in (("instance", test.INSTANCE_ON), ("panoptic", test.PANOPTIC_ON)) if on and _PHRASES[t] in names]
+    for t in tasks:
+        if t in _PHRASES and _PHRASES[t] not in names:
+            raise FreeSegError(f"--task {t}: the config's INPUT.TASK_NAME {names} lacks {_PHRASES[t]!r}; this model was not trained for it")
+    device = args.device
+    if device == "auto":
+        from .predictor import default_device
+
+        device = default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FreeSegError(f"--device {device}: no CUDA GPU is usable here; use --device cpu")
+    if not 0.0 <= args.confidence_threshold <= 1.0:
+        raise FreeSegError(f"--confidence-threshold must lie in [0, 1], got {args.confidence_threshold}")
+    cfg.merge_from_list([
+        "MODEL.DEVICE", device,
+        "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "instance" in tasks,
+        "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "panoptic" in tasks,
+        "MODEL.MASK_FORMER.TEST.ENTITY_ON", "entity" in tasks,
+        "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", float(args.confidence_threshold),
+    ])
+    cfg.freeze()
+    return cfg, list(dict.fromkeys(tasks))
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """uint8 [H, W, 3] RGB, EXIF orientation applied (photos from phones show upright)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def video_frames(path: str) -> Iterator[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def unique_stem(path: str, used: set[str]) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0] or "image"
+    candidate, n = stem, 2
+    while candidate in used:
+        candidate, n = f"{stem}_{n}", n + 1
+    used.add(candidate)
+    return candidate
+
+
+def run_video(path: str, stem: str, predictor: Any, writer: Any, tasks: list[str]) -> list[str]:
+    """Overlay videos ``<stem>_<task>.mp4``, frame by frame; returns the files written."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    cap.release()
+    outs: dict[str, Any] = {}
+    paths = {t: os.path.join(writer.out_dir, f"{stem}_{t}.mp4") for t in tasks}
+    frames = 0
+    try:
+        for frame in video_frames(path):
+            output = predictor([frame])[0]
+            for t in tasks:
+                picture = writer.overlay(frame, output, t)
+                if t not in outs:
+                    h, w = picture.shape[:2]
+                    outs[t] = cv2.VideoWriter(paths[t], cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                outs[t].write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            frames += 1
+    finally:
+        for out in outs.values():
+            out.release()
+    if frames == 0:
+        raise OSError("no frame could be decoded")
+    return [paths[t] for t in tasks]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    from .demo_outputs import ResultWriter
+    from .predictor import DemoPredictor
+
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    inputs_raw, trailing = split_inputs_and_opts(args.input)
+    opts = trailing + list(args.opts_trailing or []) + list(args.opts or [])
+    cfg, tasks = setup_cfg(args, opts, args.task)
+    vocabulary = resolve_vocabulary(cfg, args.vocabulary, args.stuff)
+    inputs = collect_inputs(inputs_raw)
+    out_dir = args.output or tempfile.mkdtemp(prefix="freeseg-demo-")
+    predictor = DemoPredictor.from_config(cfg, vocabulary, config_file=args.config_file, batch_size=args.batch_size)
+    writer = ResultWriter(out_dir, vocabulary, tasks, args.confidence_threshold)
+
+    used: set[str] = set()
+    skipped: list[str] = []
+    done = 0
+    pending: list[tuple[str, np.ndarray]] = []
+    bar = tqdm(inputs, desc="demo", unit="image", file=sys.stderr, disable=None)
+
+    def flush() -> None:
+        nonlocal done
+        if pending:
+            outputs = predictor([image for _, image in pending])
+            for (stem, image), output in zip(pending, outputs):
+                writer.write(stem, image, output)
+            done += len(pending)
+            pending.clear()
+
+    for path in bar:
+        stem = unique_stem(path, used)
+        if os.path.splitext(path)[1].lower() in VIDEO_EXTS:
+            try:
+                run_video(path, stem, predictor, writer, tasks)
+                done += 1
+            except OSError as e:
+                skipped.append(path)
+                tqdm.write(f"skipping {path}: cannot read the video ({e})", file=sys.stderr)
+            continue
+        try:
+            image = read_rgb(path)
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow's decode errors
+            skipped.append(path)
+            tqdm.write(f"skipping {path}: not a readable image ({type(e).__name__}: {e})", file=sys.stderr)
+            continue
+        pending.append((stem, image))
+        if len(pending) >= args.batch_size:
+            flush()
+    flush()
+    bar.close()
+    print(f"{done} input(s) segmented ({', '.join(tasks)}); results in {os.path.abspath(out_dir)}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable input(s): {', '.join(skipped)}", file=sys.stderr)
+    return 0

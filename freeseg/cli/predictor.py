@@ -1,0 +1,193 @@
+"""The demo's predictor: a trained model built once, run on plain RGB images.
+
+:class:`DemoPredictor` builds the model from a config, loads ``MODEL.WEIGHTS`` with checks that
+fail before any image is read (no weights, a file that is not there, a checkpoint of another
+model, no CLIP), sets the vocabulary once (text features are computed on the first batch and
+then served from the CLIP adapter's cache for the rest of the run), resizes each image as the
+test mapper does (short side ``INPUT.MIN_SIZE_TEST``, PIL bilinear) and returns outputs at the
+original image size. Images whose resized sizes are equal are batched together; images of
+different sizes are not, because zero padding to a common size changes the pixel decoder's
+input and hence the results.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..utils.errors import FreeSegError
+
+logger = logging.getLogger(__name__)
+
+_CLIP_PREFIX = "clip_adapter.clip_model."
+_WEIGHTS_HELP = "see README, 'Where weights go'"
+
+
+@dataclass(frozen=True)
+class DemoVocabulary:
+    """Class names with optional ``trainable_flag`` (1 = seen in training) and ``thing_flags``
+    (1 = countable thing, 0 = amorphous stuff)."""
+
+    class_names: tuple[str, ...]
+    trainable_flag: tuple[int, ...] | None = None
+    thing_flags: tuple[int, ...] | None = None
+
+    def is_thing(self, k: int) -> bool:
+        return self.thing_flags is None or bool(self.thing_flags[k])
+
+
+def check_weights_config(cfg: Any) -> str:
+    """The local path of ``cfg.MODEL.WEIGHTS``; FreeSegError when unset or not on disk."""
+    from ..engine.weights import resolve_weights_path
+
+    weights = str(cfg.MODEL.WEIGHTS)
+    if not weights:
+        raise FreeSegError(
+            "no trained model: add 'MODEL.WEIGHTS path/to/model_final.pth' (a FreeSeg or freeseg "
+            f"checkpoint, e.g. weights/model_final.pth; {_WEIGHTS_HELP})"
+        )
+    return resolve_weights_path(weights)
+
+
+def load_demo_weights(model: torch.nn.Module, path: str, config_file: str, clip_file: str) -> None:
+    """Load ``path`` into ``model``; FreeSegError unless it fills the whole model.
+
+    A checkpoint without CLIP tensors is accepted only when a CLIP weights file was loaded
+    at build time (``clip_file``)."""
+    from ..engine.weights import load_checkpoint
+
+    missing, unexpected = load_checkpoint(model, path)
+    missing_clip = [k for k in missing if k.startswith(_CLIP_PREFIX)]
+    if missing_clip and not clip_file:
+        raise FreeSegError(
+            f"{path} holds no CLIP weights and no CLIP file was found: put OpenAI's ViT-B-16.pt at "
+            "weights/ViT-B-16.pt or point MODEL.CLIP_ADAPTER.CLIP_WEIGHTS (or $FREESEG_CLIP_WEIGHTS) "
+            f"at it ({_WEIGHTS_HELP})"
+        )
+    missing = [k for k in missing if not k.startswith(_CLIP_PREFIX)]
+    if missing or unexpected:
+        example = (missing + unexpected)[0]
+        where = f"config {config_file}" if config_file else "the default config"
+        raise FreeSegError(
+            f"checkpoint {path} does not match {where}: {len(missing)} model tensors missing, "
+            f"{len(unexpected)} unexpected (e.g. {example}); pass the --config-file the model was "
+            "trained with"
+        )
+
+
+def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(h, w) after the test mapper's ResizeShortestEdge (0 = keep the size)."""
+    from ..data.transforms import shortest_edge_size
+
+    if min_size <= 0:
+        return height, width
+    return shortest_edge_size(height, width, min_size, max_size)
+
+
+class DemoPredictor:
+    """Runs ``model`` (eval mode, vocabulary set) on RGB images.
+
+    Args:
+        model: an ``OpenVocabulary`` model with weights loaded.
+        vocabulary: what to segment.
+        min_size, max_size: ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``.
+        batch_size: images per forward (only images with equal resized size share one).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vocabulary: DemoVocabulary,
+        *,
+        min_size: int,
+        max_size: int,
+        batch_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise FreeSegError(f"--batch-size must be ≥ 1, got {batch_size}")
+        self.model = model.eval()
+        self.vocabulary = vocabulary
+        self.min_size, self.max_size = int(min_size), int(max_size)
+        self.batch_size = batch_size
+        model.set_vocabulary(list(vocabulary.class_names), vocabulary.trainable_flag, vocabulary.thing_flags)
+
+    @classmethod
+    def from_config(cls, cfg: Any, vocabulary: DemoVocabulary, *, config_file: str = "", batch_size: int = 1) -> "DemoPredictor":
+        """Build the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and load ``cfg.MODEL.WEIGHTS``."""
+        from ..modeling import build_model
+        from ..modeling.clip.model import clip_weights_path
+
+        if cfg.MODEL.META_ARCHITECTURE != "OpenVocabulary":
+            raise FreeSegError(
+                f"MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE}; the demo needs a stage-2 "
+                "(OpenVocabulary) config such as configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml"
+            )
+        weights = check_weights_config(cfg)
+        ca = cfg.MODEL.CLIP_ADAPTER
+        clip_file = clip_weights_path(str(getattr(ca, "CLIP_WEIGHTS", "")), str(ca.CLIP_MODEL_NAME))
+        model = build_model(cfg)
+        load_demo_weights(model, weights, config_file, clip_file)
+        return cls(
+            model,
+            vocabulary,
+            min_size=_first(cfg.INPUT.MIN_SIZE_TEST),
+            max_size=int(cfg.INPUT.MAX_SIZE_TEST),
+            batch_size=batch_size,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def input_size(self, image: np.ndarray) -> tuple[int, int]:
+        """The (h, w) the model sees for an image of ``image``'s size."""
+        return resized_size(image.shape[0], image.shape[1], self.min_size, self.max_size)
+
+    def _sample(self, image: np.ndarray) -> dict[str, Any]:
+        from ..data.transforms import ResizeTransform
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FreeSegError(f"images must be uint8 RGB [H, W, 3], got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        nh, nw = self.input_size(image)
+        resized = ResizeTransform(h, w, nh, nw).apply_image(image)
+        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        return {"image": tensor, "height": h, "width": w}
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Outputs (docs/architecture.md, eval) for each image, at its original size, on the CPU."""
+        results: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] = []
+        for image in images:
+            sample = self._sample(image)
+            if batch and (len(batch) == self.batch_size or batch[0]["image"].shape != sample["image"].shape):
+                results += self.model(batch)
+                batch = []
+            batch.append(sample)
+        if batch:
+            results += self.model(batch)
+        return [_to_cpu(r) for r in results]
+
+
+def _first(value: Any) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def default_device() -> str:
+    """'cuda' when a GPU is usable, else 'cpu' (``--device auto``)."""
+    return "cuda" if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "0") != "" else "cpu"
