@@ -163,6 +163,9 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     clip.CLIP_WEIGHTS = ""
     clip.REGION_TOPK = 0  # >0: only the best k queries' regions go through CLIP (fast mode)
     cfg.MODEL.MASK_FORMER.LOSS_TYPE = "focal_full"  # FreeSeg's; "point_bce" = Mask2Former's
+    # False = the original's weights (class weight 1 whatever CLASS_WEIGHT says, last aux output
+    # unsupervised); True = CLASS_WEIGHT for loss and matcher, every aux output supervised.
+    cfg.MODEL.MASK_FORMER.FIXED_LOSS_WEIGHTS = False
     cfg.MODEL.MASK_FORMER.TEST.ENTITY_ON = False
     # Mask2Former's key (FreeSeg's fork dropped it): instances kept per image before the
     # thing filter.

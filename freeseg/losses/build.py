@@ -58,8 +58,7 @@ def build_criterion(cfg) -> SetCriterion:
         raise FreeSegError(
             f"MODEL.MASK_FORMER.LOSS_TYPE={loss_type!r} is not one of {MASK_LOSSES}; pick one of those"
         )
-    # FIXED_LOSS_WEIGHTS is our key; a config without it means the original behaviour.
-    fixed = bool(mf.get("FIXED_LOSS_WEIGHTS", False))
+    fixed = bool(mf.FIXED_LOSS_WEIGHTS)
     class_weight = float(mf.CLASS_WEIGHT) if fixed else 1.0
     num_aux = mf.DEC_LAYERS if fixed else mf.DEC_LAYERS - 1
     matcher = HungarianMatcher(
