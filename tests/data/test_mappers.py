@@ -127,7 +127,8 @@ def test_region_mapper_all_tasks(coco_full: Path) -> None:
             continue
         seen.add(out["task"])
         inst = out["instances"]
-        assert out["image"].shape == (3, 224, 224) and inst["gt_masks"].shape == (1, 224, 224)
+        # square crops of MIN_SIZE_TRAIN[0] (48 here; 224 in FreeSeg's stage-1 configs)
+        assert out["image"].shape == (3, 48, 48) and inst["gt_masks"].shape == (1, 48, 48)
         assert inst["gt_classes"].tolist() == [d["category_id"]] and inst["gt_masks"].any()
     assert seen == {"sem_seg", "ins_seg", "pan_seg"}
     test_mapper = build_mapper(cfg, False)
@@ -182,7 +183,7 @@ def test_build_loaders_from_config(coco_full: Path) -> None:
                 **{"DATASETS.SAMPLE_PER_CLASS": 1, "INPUT.SIZE_DIVISIBILITY": -1, "SOLVER.IMS_PER_BATCH": 4})
     batches = list(itertools.islice(iter(build_train_loader(cfg1)), 3))
     samples = [d for b in batches for d in b]
-    assert all(d["image"].shape == (3, 224, 224) for d in samples)
+    assert all(d["image"].shape == (3, 48, 48) for d in samples)
     assert {d["task"] for d in samples} <= {"sem_seg", "ins_seg", "pan_seg"}
     # one sample per (task, class): sem {person, sky-other}, ins {person}, pan {person, sky-other}
     assert len(build_train_loader(cfg1).dataset) == 5

@@ -23,7 +23,6 @@ from .full_task import FullTaskMapper, SemanticMapper
 from .region import EmptyRegion, RegionMapper
 from .test import TestMapper
 
-REGION_SIZE = (224, 224)  # FreeSeg's configs asked (224, 244): a typo that made 244x224 crops
 
 
 def _flip(cfg) -> list[Augmentation]:
@@ -81,7 +80,10 @@ def _region(cfg, is_train: bool):
     k, ignore = _num_classes(names)
     augs: list[Augmentation] = [CropImageWithMask(cfg.MODEL.CLIP_ADAPTER.MASK_EXPAND_RATIO)]
     if is_train:
-        augs += [RandomResizedCrop(REGION_SIZE), RandomFlip()]
+        # Square crops of MIN_SIZE_TRAIN[0] (224 in FreeSeg's configs, whose (224, 244) was a
+        # typo that made 244x224 crops); the CLIP's input size, so a smaller CLIP can be used.
+        size = int(cfg.INPUT.MIN_SIZE_TRAIN[0])
+        augs += [RandomResizedCrop((size, size)), RandomFlip()]
     else:
         augs.append(CenterCrop((cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST)))
     return RegionMapper(augmentations=augs, num_classes=k, ignore_label=ignore,

@@ -22,7 +22,7 @@ class RegionMapper:
     ``instances`` {gt_classes int64 [1], gt_masks bool [1, h, w]}.
 
     Training augmentations (built by :func:`freeseg.data.mappers.build_mapper`): crop to the mask's
-    box × MASK_EXPAND_RATIO, random resized crop to 224×224, flip. Test: box crop, 224 centre crop.
+    box × MASK_EXPAND_RATIO, random resized crop to MIN_SIZE_TRAIN[0] squared (224 in FreeSeg), flip. Test: box crop, MIN_SIZE_TEST centre crop.
     An empty mask after augmentation raises :class:`EmptyRegion` (the original returned None)."""
 
     def __init__(self, *, augmentations: Sequence[Augmentation], num_classes: int,
