@@ -50,8 +50,9 @@ def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
                    help="comma-separated names of the vocabulary that are amorphous 'stuff' (sky, grass): one "
                    "panoptic segment per class, no instances (default: from the test data set where it knows "
                    "the name, else thing)")
-    p.add_argument("--task", nargs="+", choices=TASKS, default=None,
-                   help="results to produce (default: semantic plus instance/panoptic when the config enables them)")
+    p.add_argument("--task", nargs="+", default=None, metavar="TASK",
+                   help=f"results to produce, any of {', '.join(TASKS)} (default: semantic plus "
+                   "instance/panoptic when the config enables them)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (GPU when there is one)")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of instances and panoptic/entity segments (default 0.5)")
@@ -70,6 +71,17 @@ def split_inputs_and_opts(items: Sequence[str]) -> tuple[list[str], list[str]]:
         if _CONFIG_KEY.match(item) and not os.path.exists(item):
             return list(items[:i]), list(items[i:])
     return list(items), []
+
+
+def parse_tasks(items: Sequence[str] | None) -> list[str] | None:
+    """``--task`` values (space- or comma-separated), checked against :data:`TASKS`."""
+    if items is None:
+        return None
+    tasks = [t.strip() for item in items for t in item.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise FreeSegError(f"--task {' '.join(items)}: choose from {', '.join(TASKS)}")
+    return tasks
 
 
 def parse_vocabulary(value: str) -> list[str]:
@@ -263,9 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .predictor import DemoPredictor
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    # nargs="+" options swallow the trailing KEY VALUE pairs when they come last
     inputs_raw, trailing = split_inputs_and_opts(args.input)
-    opts = trailing + list(args.opts_trailing or []) + list(args.opts or [])
-    cfg, tasks = setup_cfg(args, opts, args.task)
+    task_items, trailing_task = split_inputs_and_opts(args.task) if args.task is not None else (None, [])
+    opts = trailing + trailing_task + list(args.opts_trailing or []) + list(args.opts or [])
+    cfg, tasks = setup_cfg(args, opts, parse_tasks(task_items))
     vocabulary = resolve_vocabulary(cfg, args.vocabulary, args.stuff)
     inputs = collect_inputs(inputs_raw)
     out_dir = args.output or tempfile.mkdtemp(prefix="freeseg-demo-")

@@ -1,0 +1,189 @@
+"""The demo's pieces without a model: argument splitting, vocabulary, inputs, output encodings."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_util
+
+from freeseg.cli import demo
+from freeseg.cli.demo_outputs import (
+    ResultWriter,
+    encode_rle,
+    filter_segments,
+    instances_json,
+    mask_bbox_xywh,
+    panoptic_json,
+    semantic_label_map,
+)
+from freeseg.cli.predictor import DemoPredictor, DemoVocabulary, resized_size
+from freeseg.config import get_cfg
+from freeseg.data.catalog import MetadataCatalog
+from freeseg.utils.colors import id_to_rgb, rgb_to_id
+from freeseg.utils.errors import FreeSegError
+
+
+def test_trailing_config_keys_are_split_from_inputs(tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"x")
+    inputs, opts = demo.split_inputs_and_opts([str(img), "b/*.png", "MODEL.WEIGHTS", "w.pth", "SOLVER.X", "1"])
+    assert inputs == [str(img), "b/*.png"]
+    assert opts == ["MODEL.WEIGHTS", "w.pth", "SOLVER.X", "1"]
+    assert demo.split_inputs_and_opts(["x.jpg"]) == (["x.jpg"], [])
+
+
+def test_vocabulary_from_list_and_file(tmp_path):
+    assert demo.parse_vocabulary(" cat, dog ,,sky ") == ["cat", "dog", "sky"]
+    f = tmp_path / "names.txt"
+    f.write_text("# my classes\nperson\n\nwine glass  # with a space\n")
+    assert demo.parse_vocabulary(str(f)) == ["person", "wine glass"]
+    with pytest.raises(FreeSegError, match="names no classes"):
+        demo.parse_vocabulary(",")
+
+
+def test_vocabulary_flags_come_from_the_test_set_metadata():
+    name = "demo_test_meta_set"
+    MetadataCatalog.get(name).set(stuff_classes=["cat", "grass", "dog"], thing_classes=["cat", "dog"],
+                                  trainable_flag=[1, 1, 0])
+    try:
+        cfg = get_cfg()
+        cfg.DATASETS.TEST = (name,)
+        default = demo.resolve_vocabulary(cfg, "", None)
+        assert default == DemoVocabulary(("cat", "grass", "dog"), (1, 1, 0), (1, 0, 1))
+        # names the data set does not know: unseen things
+        custom = demo.resolve_vocabulary(cfg, "grass,zebra", None)
+        assert custom.trainable_flag == (1, 0) and custom.thing_flags == (0, 1)
+        assert demo.resolve_vocabulary(cfg, "grass,zebra", "zebra").thing_flags == (1, 0)
+        with pytest.raises(FreeSegError, match="not in the vocabulary"):
+            demo.resolve_vocabulary(cfg, "grass,zebra", "sky")
+        with pytest.raises(FreeSegError, match="duplicate"):
+            demo.resolve_vocabulary(cfg, "cat,cat", None)
+    finally:
+        MetadataCatalog.remove(name)
+
+
+def test_collect_inputs_folders_globs_and_order(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for p in ("d/b.png", "d/a.jpg", "d/sub/c.PNG", "d/notes.txt", "e.png"):
+        (tmp_path / p).write_bytes(b"x")
+    found = demo.collect_inputs([str(tmp_path / "d"), str(tmp_path / "*.png"), str(tmp_path / "d" / "a.jpg")])
+    names = [p[len(str(tmp_path)) + 1:] for p in found]
+    assert names == ["d/a.jpg", "d/b.png", "d/sub/c.PNG", "e.png"]  # sorted, txt ignored, no repeats
+    with pytest.raises(FreeSegError, match="holds no images"):
+        (tmp_path / "empty").mkdir()
+        demo.collect_inputs([str(tmp_path / "empty")])
+    with pytest.raises(FreeSegError, match="no --input"):
+        demo.collect_inputs([])
+
+
+def test_unique_stems():
+    used: set[str] = set()
+    assert [demo.unique_stem(p, used) for p in ("a/x.jpg", "b/x.png", "x.gif", "y.jpg")] == ["x", "x_2", "x_3", "y"]
+
+
+def test_label_map_dtype_follows_the_class_count():
+    small = torch.zeros(255, 4, 5)
+    small[254, 1, 2] = 1
+    lm = semantic_label_map(small)
+    assert lm.dtype == np.uint8 and lm[1, 2] == 254 and lm[0, 0] == 0
+    big = torch.zeros(300, 4, 5)
+    big[299, 3, 4] = 1
+    lm = semantic_label_map(big)
+    assert lm.dtype == np.uint16 and lm[3, 4] == 299
+    path_png = Image.fromarray(lm)
+    assert np.array_equal(np.asarray(path_png), lm)  # uint16 survives PNG encoding
+
+
+def test_panoptic_rgb_round_trip_and_json():
+    ids = np.zeros((6, 8), np.int64)
+    ids[1:3, 2:5] = 1
+    ids[4:6, :] = 70000  # needs all three channels
+    assert np.array_equal(rgb_to_id(id_to_rgb(ids)), ids)
+    vocab = DemoVocabulary(("cat", "sky"), None, (1, 0))
+    info = panoptic_json(ids, [{"id": 1, "category_id": 0, "isthing": True, "score": 0.9},
+                               {"id": 70000, "category_id": 1, "isthing": False, "score": 0.7}], vocab, "img", "img_ids.png")
+    assert info["segments_info"][0] == {"id": 1, "category_id": 0, "category_name": "cat", "isthing": 1, "iscrowd": 0,
+                                        "area": 6, "bbox": [2, 1, 3, 2], "score": 0.9}
+    assert info["segments_info"][1]["area"] == 16 and info["segments_info"][1]["isthing"] == 0
+    assert info["categories"] == [{"id": 0, "name": "cat", "isthing": 1}, {"id": 1, "name": "sky", "isthing": 0}]
+    json.dumps(info)  # JSON-ready
+
+
+def test_filter_segments_voids_dropped_ids():
+    ids = torch.tensor([[1, 1, 2], [3, 3, 0]], dtype=torch.int32)
+    kept_ids, kept = filter_segments(ids, [{"id": 1, "score": 0.9}, {"id": 2, "score": 0.2}, {"id": 3, "score": 0.5}], 0.5)
+    assert [s["id"] for s in kept] == [1, 3]
+    assert kept_ids.tolist() == [[1, 1, 0], [3, 3, 0]]
+
+
+def test_instances_json_rle_round_trip():
+    masks = torch.zeros(2, 5, 7, dtype=torch.bool)
+    masks[0, 1:4, 2:6] = True
+    masks[1, 0, 0] = True
+    inst = {"pred_masks": masks, "scores": torch.tensor([0.8, 0.3]), "pred_classes": torch.tensor([1, 0]),
+            "pred_boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0], [0.0, 0.0, 1.0, 1.0]])}
+    data = instances_json(inst, DemoVocabulary(("a", "b")), "img", (5, 7))
+    ann = data["annotations"][0]
+    assert ann["category_name"] == "b" and ann["bbox"] == [2.0, 1.0, 4.0, 3.0] and ann["area"] == 12
+    decoded = mask_util.decode({"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()})
+    assert np.array_equal(decoded.astype(bool), masks[0].numpy())
+    assert encode_rle(np.zeros((0, 5, 7), bool)) == []
+    assert mask_bbox_xywh(np.zeros((3, 3), bool)) == [0, 0, 0, 0]
+
+
+def test_result_writer_only_writes_the_chosen_tasks(tmp_path):
+    image = np.full((20, 30, 3), 120, np.uint8)
+    sem = torch.zeros(2, 20, 30)
+    sem[1, :, 15:] = 1
+    writer = ResultWriter(str(tmp_path), DemoVocabulary(("ground", "sky")), ["semantic"], 0.5)
+    paths = writer.write("img", image, {"sem_seg": sem})
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["img_semantic.png", "img_semantic_labels.png"]
+    labels = np.asarray(Image.open(tmp_path / "img_semantic_labels.png"))
+    assert labels[:, :15].max() == 0 and labels[:, 15:].min() == 1
+
+
+def test_resized_size_matches_the_test_mapper():
+    assert resized_size(256, 256, 176, 2560) == (176, 176)
+    assert resized_size(240, 360, 176, 2560) == (176, 264)
+    assert resized_size(100, 4000, 640, 1333) == (33, 1333)
+    assert resized_size(50, 60, 0, 1333) == (50, 60)
+
+
+class _EchoModel(torch.nn.Module):
+    """Stands in for OpenVocabulary: records the batches it gets, returns their sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.batches: list[list[tuple]] = []
+        self.vocab = None
+
+    def set_vocabulary(self, names, trainable=None, things=None):
+        self.vocab = list(names)
+
+    def forward(self, batch):
+        self.batches.append([tuple(x["image"].shape) for x in batch])
+        return [{"sem_seg": torch.zeros(len(self.vocab), x["height"], x["width"])} for x in batch]
+
+
+def test_predictor_batches_only_equal_sizes_and_keeps_sizes():
+    model = _EchoModel()
+    pred = DemoPredictor(model, DemoVocabulary(("a", "b")), min_size=32, max_size=1000, batch_size=2)
+    images = [np.zeros(s, np.uint8) for s in ((64, 64, 3), (64, 64, 3), (64, 64, 3), (64, 96, 3))]
+    outs = pred(images)
+    assert model.batches == [[(3, 32, 32), (3, 32, 32)], [(3, 32, 32)], [(3, 32, 48)]]
+    assert [tuple(o["sem_seg"].shape[-2:]) for o in outs] == [(64, 64), (64, 64), (64, 64), (64, 96)]
+    with pytest.raises(FreeSegError, match="uint8 RGB"):
+        pred([np.zeros((8, 8), np.uint8)])
+    with pytest.raises(FreeSegError, match="batch-size"):
+        DemoPredictor(model, DemoVocabulary(("a",)), min_size=32, max_size=100, batch_size=0)
+
+
+def test_tasks_space_or_comma_separated():
+    assert demo.parse_tasks(["semantic,panoptic", "entity"]) == ["semantic", "panoptic", "entity"]
+    assert demo.parse_tasks(None) is None
+    with pytest.raises(FreeSegError, match="choose from"):
+        demo.parse_tasks(["semantics"])
