@@ -37,11 +37,13 @@ class TinyClipSpec:
     embed_dim: int = 128  # = text width, as FreeSeg's prompt learner (PROMPT_DIM) requires
     vision_width: int = 128
     vision_layers: int = 3
-    patch_size: int = 32
-    image_size: int = 224
+    patch_size: int = 8
+    image_size: int = 64  # region crops are resized to the CLIP's input size
     text_width: int = 128
-    text_layers: int = 3
-    context_length: int = 77
+    text_layers: int = 2
+    # Longest use: FreeSeg's prompt (task phrase 5 + 8 task + SOT + 16 prefix + name + "." + EOT
+    # = 34 tokens) and scene captions (~35); 77 would double the text cost for nothing.
+    context_length: int = 48
 
 
 def build_tiny_clip(spec: TinyClipSpec = TinyClipSpec()) -> CLIP:
@@ -98,7 +100,7 @@ def pretrain_tiny_clip(out_path: Path, *, num_scenes: int = 600, steps: int = 80
     unique = sorted(set(texts))
     text_index = {t: i for i, t in enumerate(unique)}
     text_ids = torch.tensor([text_index[t] for t in texts])
-    tokens = tokenizer(unique)
+    tokens = tokenizer(unique, context_length=spec.context_length)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     gen = torch.Generator().manual_seed(seed)
@@ -123,7 +125,7 @@ def pretrain_tiny_clip(out_path: Path, *, num_scenes: int = 600, steps: int = 80
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if step % log_every == 0:
             bar.set_postfix(loss=f"{loss_value:.3f}")
     model.eval()
@@ -144,7 +146,9 @@ def region_zero_shot_accuracy(model: CLIP, tokenizer, seed: int, image_size: int
     """Top-1 accuracy of classifying held-out segments by name, seen and unseen classes."""
     classes = world_classes()
     rng = np.random.default_rng(seed)
-    text_f = F.normalize(model.encode_text(tokenizer([f"a {c.name}." for c in classes])), dim=-1)
+    prompts = tokenizer([f"a {c.name}." for c in classes],
+                        context_length=model.positional_embedding.shape[0])
+    text_f = F.normalize(model.encode_text(prompts), dim=-1)
     hits = {True: [], False: []}
     for _ in range(num_scenes):
         scene = render_scene(classes, rng)
