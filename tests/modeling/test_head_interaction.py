@@ -115,3 +115,14 @@ def test_unknown_head_name() -> None:
     cfg.MODEL.SEM_SEG_HEAD.NAME = "MaskFormerHead"
     with pytest.raises(FreeSegError, match="available: MaskFormerInteractionHead"):
         build_sem_seg_head(cfg, SHAPES)
+
+
+@pytest.mark.parametrize("num_text", [3, 200])
+def test_folded_and_plain_attention_agree(num_text: int) -> None:
+    mod = _interaction().attn
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(2, 50, 16, generator=g), torch.randn(2, num_text, 12, generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(mod._forward_folded(q, k, k), mod._forward_plain(q, k, k), atol=1e-5, rtol=1e-5)
+    # the cheaper one is chosen: q_dim 16, 3 heads of 8 -> folding pays off below T = 16 * 8 / (16 - 8)
+    assert mod._fold_text_side(16, num_text) == (num_text < 16)

@@ -42,6 +42,19 @@ class CrossModalAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [B, N, q_dim], k/v [B, T, k_dim] -> [B, N, q_dim] (softmax over the T text tokens)."""
+        if self._fold_text_side(q.shape[-1], k.shape[1]):
+            return self._forward_folded(q, k, v)
+        return self._forward_plain(q, k, v)
+
+    def _fold_text_side(self, q_dim: int, t: int) -> bool:
+        # Per visual token the plain path costs q_dim*E (q_proj) + E*T (scores) and the same
+        # again for the values and out_proj; folding q_proj/out_proj into the T text tokens
+        # costs q_dim*heads*T each. With FreeSeg's sizes (q_dim 256, E 2048, 8 heads) folding
+        # is always cheaper (2.6x fewer FLOPs at T = 157, on 25,600 tokens of a 640 image).
+        e = self.num_heads * self.head_dim
+        return q_dim * self.num_heads * t < q_dim * e + e * t
+
+    def _forward_plain(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, n, _ = q.shape
         t = k.shape[1]
         query = (self.q_proj(q) * self.scale).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
@@ -51,6 +64,20 @@ class CrossModalAttention(nn.Module):
         weights = F.dropout(weights, p=self.dropout, training=self.training)
         out = (weights @ value).transpose(1, 2).reshape(b, n, -1)  # B h N d -> B N h*d
         return self.out_proj(out)
+
+    def _forward_folded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Same result (up to float rounding) with q_proj folded into the keys and out_proj into
+        the values: scores_h = q (W_q,h^T K_h^T) + b_q,h K_h^T, out = sum_h A_h (V_h W_o,h^T) + b_o."""
+        b, n, c = q.shape
+        t, h, d = k.shape[1], self.num_heads, self.head_dim
+        key = self.k_proj(k).view(b, t, h, d) * self.scale
+        value = self.v_proj(v).view(b, t, h, d)
+        w_qk = torch.einsum("hdc,bthd->bcht", self.q_proj.weight.view(h, d, c), key).reshape(b, c, h * t)
+        b_qk = torch.einsum("hd,bthd->bht", self.q_proj.bias.view(h, d), key).reshape(b, 1, h * t)
+        scores = torch.baddbmm(b_qk, q, w_qk).view(b, n, h, t)  # B N h T
+        weights = F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
+        w_vo = torch.einsum("bthd,chd->bhtc", value, self.out_proj.weight.view(c, h, d)).reshape(b, h * t, c)
+        return torch.baddbmm(self.out_proj.bias.expand(b, 1, c), weights.view(b, n, h * t), w_vo)
 
 
 class ContextInteraction(nn.Module):
