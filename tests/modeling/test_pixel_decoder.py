@@ -117,3 +117,13 @@ def test_builder_reads_mask2former_keys_and_rejects_missing_features() -> None:
     h.PIXEL_DECODER_NAME = "BasePixelDecoder"
     with pytest.raises(FreeSegError, match="MSDeformAttnPixelDecoder"):
         build_pixel_decoder(cfg, SHAPES)
+
+
+def test_runs_in_float32_under_autocast() -> None:
+    dec = _decoder()
+    feats = _features(b=1)
+    with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mask_features, _, multi = dec.forward_features(feats)
+    assert mask_features.dtype == torch.float32 and all(m.dtype == torch.float32 for m in multi)
+    with torch.no_grad():
+        torch.testing.assert_close(mask_features, dec.forward_features(feats)[0])

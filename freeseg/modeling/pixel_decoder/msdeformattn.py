@@ -126,6 +126,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
             H/32, W/32] (the coarsest encoded level); multi_scale_features: 3 maps
             [B, conv_dim, ...] at strides 32, 16, 8.
         """
+        device_type = next(iter(features.values())).device.type
+        # fp32 throughout, as upstream (@autocast(enabled=False)): the deformable sampling and
+        # the encoder's LayerNorms are unstable in half precision under AMP
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_fp32(features)
+
+    def _forward_fp32(
+        self, features: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):  # coarse to fine
             x = features[name].float()
