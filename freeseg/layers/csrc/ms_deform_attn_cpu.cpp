@@ -1,10 +1,10 @@
 // Multi-scale deformable attention on CPU: forward and backward, multi-threaded with at::parallel_for.
 //
 // Forward parallelises over (batch, query): each task writes its own output rows.
-// Backward parallelises over (batch, head[, query chunk]): grad_value[n, :, h, :] belongs to one
-// task, so scattered writes never race and need no atomics; when there are fewer (batch, head)
-// pairs than threads, queries are split into chunks that accumulate into private copies of
-// grad_value, summed at the end (memory: one extra grad_value per extra chunk).
+// Backward parallelises over (batch, head group[, query chunk]): grad_value[n, :, heads, :]
+// belongs to one task, so scattered writes never race and need no atomics; when there are fewer
+// (batch, head) pairs than threads, queries are split into chunks that accumulate into private
+// copies of grad_value, summed at the end (memory: one extra grad_value per extra chunk).
 #include "ms_deform_attn.h"
 
 #include <ATen/Parallel.h>
@@ -89,51 +89,82 @@ void forward_kernel(
   });
 }
 
-// One task: batch n, head h, queries [q_begin, q_end); grad_value_nh points at
-// grad_value[n, 0, h, 0] of this task's accumulation buffer.
+// <g, sample>, <g, d(sample)/dh>, <g, d(sample)/dw> over D channels for one location.
+// A plain `sum += ...` loop stays scalar (the compiler may not reorder float additions), so we
+// keep kLanes partial sums per product, which it vectorises; measured fastest of the variants
+// tried (4 plain dots, 16 lanes, `omp simd` reductions).
+template <typename scalar_t>
+inline void dot_bilinear(const scalar_t* __restrict__ g, const scalar_t* const v[4], const Corners<scalar_t>& c,
+                         int64_t channels, scalar_t& g_attn, scalar_t& g_h, scalar_t& g_w) {
+  constexpr int kLanes = 8;
+  const scalar_t ih = 1 - c.dh, iw = 1 - c.dw;
+  scalar_t s_attn[kLanes] = {}, s_h[kLanes] = {}, s_w[kLanes] = {};
+  int64_t ch = 0;
+  for (; ch + kLanes <= channels; ch += kLanes) {
+    for (int i = 0; i < kLanes; ++i) {
+      const int64_t k = ch + i;
+      const scalar_t v0 = v[0][k], v1 = v[1][k], v2 = v[2][k], v3 = v[3][k];
+      s_attn[i] += g[k] * (c.weight[0] * v0 + c.weight[1] * v1 + c.weight[2] * v2 + c.weight[3] * v3);
+      s_h[i] += g[k] * (iw * (v2 - v0) + c.dw * (v3 - v1));
+      s_w[i] += g[k] * (ih * (v1 - v0) + c.dh * (v3 - v2));
+    }
+  }
+  for (; ch < channels; ++ch) {
+    const scalar_t v0 = v[0][ch], v1 = v[1][ch], v2 = v[2][ch], v3 = v[3][ch];
+    s_attn[0] += g[ch] * (c.weight[0] * v0 + c.weight[1] * v1 + c.weight[2] * v2 + c.weight[3] * v3);
+    s_h[0] += g[ch] * (iw * (v2 - v0) + c.dw * (v3 - v1));
+    s_w[0] += g[ch] * (ih * (v1 - v0) + c.dh * (v3 - v2));
+  }
+  g_attn = g_h = g_w = 0;
+  for (int i = 0; i < kLanes; ++i) {
+    g_attn += s_attn[i];
+    g_h += s_h[i];
+    g_w += s_w[i];
+  }
+}
+
+// One backward task: batch n, heads [h_begin, h_end), queries [q_begin, q_end), in query-major
+// order so that the heads of one position (adjacent in memory) are read and written together.
+// grad_value_n points at grad_value[n] of this task's accumulation buffer.
 template <typename scalar_t>
 void backward_task(
     const scalar_t* __restrict__ value, const int64_t* shapes, const int64_t* starts,
     const scalar_t* __restrict__ locations, const scalar_t* __restrict__ weights,
-    const scalar_t* __restrict__ grad_output, scalar_t* __restrict__ grad_value_nh,
+    const scalar_t* __restrict__ grad_output, scalar_t* __restrict__ grad_value_n,
     scalar_t* __restrict__ grad_locations, scalar_t* __restrict__ grad_weights,
-    const scalar_t* zeros, const Dims d, int64_t n, int64_t h, int64_t q_begin, int64_t q_end) {
+    const scalar_t* zeros, const Dims d, int64_t n, int64_t h_begin, int64_t h_end,
+    int64_t q_begin, int64_t q_end) {
   const int64_t row = d.H * d.D;
-  const scalar_t* value_nh = value + n * d.S * row + h * d.D;
+  const scalar_t* value_n = value + n * d.S * row;
   Corners<scalar_t> c;
   for (int64_t q = q_begin; q < q_end; ++q) {
-    const int64_t nqh = (n * d.Lq + q) * d.H + h;
-    const scalar_t* __restrict__ g = grad_output + nqh * d.D;
-    const scalar_t* loc = locations + nqh * d.L * d.P * 2;
-    const scalar_t* attn = weights + nqh * d.L * d.P;
-    scalar_t* grad_loc = grad_locations + nqh * d.L * d.P * 2;
-    scalar_t* grad_attn = grad_weights + nqh * d.L * d.P;
-    for (int64_t l = 0; l < d.L; ++l) {
-      const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
-      const int64_t level_offset = starts[l] * row;
-      for (int64_t p = 0; p < d.P; ++p, loc += 2, ++attn, grad_loc += 2, ++grad_attn) {
-        if (!corners_at(loc[0], loc[1], height, width, c)) continue;
-        const scalar_t* v[4];
-        for (int k = 0; k < 4; ++k)
-          v[k] = c.index[k] >= 0 ? value_nh + level_offset + c.index[k] * row : zeros;
-        // d(sample)/dh and d(sample)/dw of the bilinear interpolation, dotted with g
-        const scalar_t ih = 1 - c.dh, iw = 1 - c.dw;
-        scalar_t g_attn = 0, g_h = 0, g_w = 0;
-        for (int64_t ch = 0; ch < d.D; ++ch) {
-          const scalar_t v0 = v[0][ch], v1 = v[1][ch], v2 = v[2][ch], v3 = v[3][ch];
-          g_attn += g[ch] * (c.weight[0] * v0 + c.weight[1] * v1 + c.weight[2] * v2 + c.weight[3] * v3);
-          g_h += g[ch] * (iw * (v2 - v0) + c.dw * (v3 - v1));
-          g_w += g[ch] * (ih * (v1 - v0) + c.dh * (v3 - v2));
-        }
-        const scalar_t a = *attn;
-        *grad_attn = g_attn;
-        grad_loc[0] = a * static_cast<scalar_t>(width) * g_w;   // dw_im/dx = width
-        grad_loc[1] = a * static_cast<scalar_t>(height) * g_h;  // dh_im/dy = height
-        for (int k = 0; k < 4; ++k) {
-          if (c.index[k] < 0) continue;
-          scalar_t* __restrict__ gv = grad_value_nh + level_offset + c.index[k] * row;
-          const scalar_t w = a * c.weight[k];
-          for (int64_t ch = 0; ch < d.D; ++ch) gv[ch] += w * g[ch];
+    for (int64_t h = h_begin; h < h_end; ++h) {
+      const int64_t nqh = (n * d.Lq + q) * d.H + h;
+      const scalar_t* __restrict__ g = grad_output + nqh * d.D;
+      const scalar_t* loc = locations + nqh * d.L * d.P * 2;
+      const scalar_t* attn = weights + nqh * d.L * d.P;
+      scalar_t* grad_loc = grad_locations + nqh * d.L * d.P * 2;
+      scalar_t* grad_attn = grad_weights + nqh * d.L * d.P;
+      for (int64_t l = 0; l < d.L; ++l) {
+        const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
+        const int64_t level_offset = starts[l] * row + h * d.D;
+        for (int64_t p = 0; p < d.P; ++p, loc += 2, ++attn, grad_loc += 2, ++grad_attn) {
+          if (!corners_at(loc[0], loc[1], height, width, c)) continue;
+          const scalar_t* v[4];
+          for (int k = 0; k < 4; ++k)
+            v[k] = c.index[k] >= 0 ? value_n + level_offset + c.index[k] * row : zeros;
+          scalar_t g_attn, g_h, g_w;
+          dot_bilinear(g, v, c, d.D, g_attn, g_h, g_w);
+          const scalar_t a = *attn;
+          *grad_attn = g_attn;
+          grad_loc[0] = a * static_cast<scalar_t>(width) * g_w;   // dw_im/dx = width
+          grad_loc[1] = a * static_cast<scalar_t>(height) * g_h;  // dh_im/dy = height
+          for (int k = 0; k < 4; ++k) {
+            if (c.index[k] < 0) continue;
+            scalar_t* __restrict__ dst = grad_value_n + level_offset + c.index[k] * row;
+            const scalar_t w = a * c.weight[k];
+            for (int64_t ch = 0; ch < d.D; ++ch) dst[ch] += w * g[ch];
+          }
         }
       }
     }
@@ -206,28 +237,33 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(
   auto grad_value = at::zeros_like(value);
   auto grad_locations = at::zeros_like(sampling_locations);
   auto grad_weights = at::zeros_like(attention_weights);
-  // Enough tasks to keep every thread busy, but chunks of at least 256 queries.
-  const int64_t pairs = d.N * d.H;
+  // Tasks: (batch, head group, query chunk). Different batches or head groups write disjoint
+  // parts of grad_value, so we first split heads (free), and only when N*H tasks cannot keep
+  // every thread busy split queries too, each extra chunk accumulating into a private copy of
+  // grad_value that is summed at the end. Fewer heads per task means strided, less
+  // cache-friendly access, so heads are split no finer than needed.
   const int64_t threads = at::get_num_threads();
+  const int64_t groups = std::min<int64_t>(d.H, (threads + d.N - 1) / d.N);
+  const int64_t heads_per_group = (d.H + groups - 1) / groups;
   const int64_t chunks = std::max<int64_t>(
-      1, std::min<int64_t>((threads + pairs - 1) / pairs, d.Lq / 256));
+      1, std::min<int64_t>((threads + d.N * groups - 1) / (d.N * groups), d.Lq / 256));
+  const int64_t chunk_len = (d.Lq + chunks - 1) / chunks;
   at::Tensor extra;  // private grad_value copies for chunks 1..chunks-1
   if (chunks > 1) extra = at::zeros({chunks - 1, d.N, d.S, d.H, d.D}, value.options());
-  const int64_t chunk_len = (d.Lq + chunks - 1) / chunks;
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
     const std::vector<scalar_t> zeros(d.D, scalar_t(0));
     scalar_t* extra_ptr = chunks > 1 ? extra.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, pairs * chunks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t per_batch = d.S * d.H * d.D;
+    at::parallel_for(0, d.N * groups * chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t chunk = task / pairs, n = (task % pairs) / d.H, h = task % d.H;
-        scalar_t* buffer = chunk == 0 ? grad_value.data_ptr<scalar_t>()
-                                      : extra_ptr + (chunk - 1) * d.N * d.S * d.H * d.D;
+        const int64_t chunk = task / (d.N * groups), n = (task / groups) % d.N, group = task % groups;
+        scalar_t* buffer = chunk == 0 ? grad_value.data_ptr<scalar_t>() : extra_ptr + (chunk - 1) * d.N * per_batch;
         backward_task<scalar_t>(
             value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
             level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<scalar_t>(),
-            attention_weights.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(),
-            buffer + n * d.S * d.H * d.D + h * d.D, grad_locations.data_ptr<scalar_t>(),
-            grad_weights.data_ptr<scalar_t>(), zeros.data(), d, n, h, chunk * chunk_len,
+            attention_weights.data_ptr<scalar_t>(), grad_output.data_ptr<scalar_t>(), buffer + n * per_batch,
+            grad_locations.data_ptr<scalar_t>(), grad_weights.data_ptr<scalar_t>(), zeros.data(), d, n,
+            group * heads_per_group, std::min(d.H, (group + 1) * heads_per_group), chunk * chunk_len,
             std::min(d.Lq, (chunk + 1) * chunk_len));
       }
     });

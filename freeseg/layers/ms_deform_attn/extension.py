@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -54,6 +55,23 @@ def cuda_buildable() -> bool:
     return torch.version.cuda is not None and torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
 
 
+def cpu_flags() -> tuple[str, list[str]]:
+    """(tag, compiler flags) for the vector instructions torch itself uses on this CPU.
+
+    The channel loops vectorise; built for the baseline x86-64 (SSE2) they run about 2x (AVX2)
+    to 3.5x (AVX-512) slower. The tag goes into the build folder's name, so machines that share
+    a home folder but differ in CPU get their own builds.
+    """
+    if os.name == "nt" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return "native", []
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        return "avx512", ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma"]
+    if capability == "AVX2":
+        return "avx2", ["-mavx2", "-mfma"]
+    return "sse2", []
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     # torch's own build lock (FileBaton) busy-waits and leaves a stale lock behind if a process
@@ -76,7 +94,8 @@ def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
     """Compile (or load from the cache) the extension; raises whatever the build raises."""
     cpp_extension = _cpp_extension()
 
-    name = "freeseg_ms_deform_attn_cuda" if with_cuda else "freeseg_ms_deform_attn_cpu"
+    tag, isa_flags = cpu_flags()
+    name = f"freeseg_ms_deform_attn_{'cuda' if with_cuda else 'cpu'}_{tag}"
     build_dir = ext_dir() / name
     build_dir.mkdir(parents=True, exist_ok=True)
     sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
@@ -86,7 +105,7 @@ def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
             name=name,
             sources=sources,
             build_directory=str(build_dir),
-            extra_cflags=["-O3", *defines],
+            extra_cflags=["-O3", *isa_flags, *defines],
             extra_cuda_cflags=["-O3", *defines],
             with_cuda=with_cuda,
             verbose=verbose,
