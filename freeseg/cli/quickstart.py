@@ -57,10 +57,9 @@ class Plan:
         self.demo_images = 2 if short else 4
 
 
-def _train_net(config: Path, opts: list[str], eval_only: bool = False) -> None:
+def _train_net(config: Path, opts: list[str], flags: Sequence[str] = ()) -> None:
     """Run FreeSeg's command line in a child process, exactly as a user would."""
-    cmd = [sys.executable, "-m", "freeseg", "eval" if eval_only else "train",
-           "--config-file", str(config), *opts]
+    cmd = [sys.executable, "-m", "freeseg", "train", "--config-file", str(config), *flags, *opts]
     logger.info("$ %s", " ".join(cmd[1:]))
     done = subprocess.run(cmd, cwd=os.getcwd())
     if done.returncode != 0:
@@ -120,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "OUTPUT_DIR", str(stage2), "SOLVER.MAX_ITER", str(plan.stage2_iters),
             "SOLVER.CHECKPOINT_PERIOD", str(max(plan.stage2_iters // 3, 1)),
             "MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT", str(stage1 / "model_final.pth"),
-            "DATASETS.TEST", "()", "--resume"])
+            "DATASETS.TEST", "()"], flags=["--resume"])
 
     results_path = out / "results.json"
 

@@ -182,3 +182,14 @@ def test_region_scores_and_ensemble_match_reference(fixture_a):
             p = torch.softmax(ref["pred_logits"], -1)[:, :-1]
             s, _ = ensemble_scores(p, r.probs, r.valid, flags, 0.8)
             torch.testing.assert_close(s, ref["ensembled_scores"], atol=1e-4, rtol=0)
+
+
+def test_no_valid_region_means_no_clip_call_and_neutral_scores(fixture_a):
+    adapter = _fixture_adapter(fixture_a)
+    image = load_pt(fixture_a / "inputs.pt")["images"][0]
+    text = torch.nn.functional.normalize(torch.randn(4, 64), dim=-1)
+    empty = torch.zeros(3, *image.shape[-2:])  # every query's mask below MASK_THR
+    with torch.no_grad():
+        r = adapter.classify_regions(image, empty, text)
+    assert not r.valid.any() and r.features.shape == (0, 64)
+    assert torch.equal(r.probs, torch.ones(3, 3))  # invalid queries get c = 1

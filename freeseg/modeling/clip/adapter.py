@@ -203,8 +203,9 @@ class MaskFormerClipAdapter(ClipAdapter):
         boxes = mask_boxes(binary[valid])
         weights = mask_probs[valid] if self.mask_matting else binary[valid]
         features = []
-        idx = torch.arange(boxes.shape[0])
-        for chunk in idx.split(self.region_batch):
+        # (split() of an empty range yields one empty chunk: no valid region means no CLIP call)
+        chunks = torch.arange(boxes.shape[0]).split(self.region_batch) if boxes.shape[0] else ()
+        for chunk in chunks:
             crops = crop_regions(
                 image, weights[chunk], boxes[chunk], fill=self.mask_fill, pixel_mean=self.pixel_mean.view(3),
                 pixel_std=self.pixel_std.view(3), expand_ratio=self.mask_expand_ratio, size=self.clip_input_size,
