@@ -171,6 +171,14 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     # thing filter.
     cfg.MODEL.MASK_FORMER.TEST.TEST_TOPK_PER_IMAGE = 100
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL = "auto"  # auto, pytorch, cpu, cuda
+    # Sizes FreeSeg hard-codes, as keys (defaults = the original's values).
+    cfg.MODEL.SEM_SEG_HEAD.INTERACTION_DROPOUT = 0.1  # on the interaction's attention weights
+    cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_DIM_FEEDFORWARD = 1024  # pixel decoder encoder FFN
+    # Any timm `features_only` model as backbone (MODEL.BACKBONE.NAME build_timm_backbone).
+    cfg.MODEL.TIMM = CN()
+    cfg.MODEL.TIMM.NAME = ""
+    cfg.MODEL.TIMM.DROP_PATH_RATE = 0.0
+    cfg.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.SOLVER.AMP.DTYPE = "float16"  # or "bfloat16" (no grad scaler)
     cfg.SOLVER.NONFINITE_LOSS = "stop"  # or "skip" the step
     cfg.SOLVER.COMPILE = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from freeseg.config import CfgNode, get_cfg
+from freeseg.config import get_cfg
 from freeseg.layers import FrozenBatchNorm2d
 from freeseg.modeling.backbone import BACKBONES, ResNet, TimmBackbone, build_backbone, make_resnet_stages
 from freeseg.modeling.backbone.resnet_blocks import BasicStem, DeepLabStem
@@ -133,8 +133,7 @@ def test_generic_timm_backbone() -> None:
     cfg.MODEL.BACKBONE.NAME = "build_timm_backbone"
     with pytest.raises(FreeSegError, match="MODEL.TIMM.NAME is empty"):
         build_backbone(cfg)
-    # MODEL.TIMM.* is requested from the config owner; until it is a default, add the node here
-    cfg.MODEL.TIMM = CfgNode({"NAME": "resnet18", "DROP_PATH_RATE": 0.0, "OUT_FEATURES": ["res3", "res5"]})
+    cfg.merge_from_list(["MODEL.TIMM.NAME", "resnet18", "MODEL.TIMM.OUT_FEATURES", "['res3', 'res5']"])
     model = build_backbone(cfg)
     assert {k: (v.channels, v.stride) for k, v in model.output_shape().items()} == {"res3": (128, 8), "res5": (512, 32)}
     out = model(torch.randn(1, 3, 64, 64))

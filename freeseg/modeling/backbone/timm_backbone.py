@@ -84,15 +84,15 @@ class TimmBackbone(Backbone):
 
 def build_timm_backbone(cfg: Any, input_shape: ShapeSpec | None = None) -> TimmBackbone:
     """Generic timm backbone: ``MODEL.TIMM.NAME`` (+ ``MODEL.TIMM.DROP_PATH_RATE``)."""
-    timm_cfg = getattr(cfg.MODEL, "TIMM", None)
-    name = getattr(timm_cfg, "NAME", "") if timm_cfg is not None else ""
+    timm_cfg = cfg.MODEL.TIMM
+    name = timm_cfg.NAME
     if not name:
         raise FreeSegError("MODEL.BACKBONE.NAME is build_timm_backbone but MODEL.TIMM.NAME is empty; set a timm model name")
     kwargs: dict[str, Any] = {}
-    drop_path = getattr(timm_cfg, "DROP_PATH_RATE", 0.0)
+    drop_path = timm_cfg.DROP_PATH_RATE
     if drop_path:
         kwargs["drop_path_rate"] = drop_path
-    out_features = getattr(timm_cfg, "OUT_FEATURES", ("res2", "res3", "res4", "res5"))
+    out_features = tuple(timm_cfg.OUT_FEATURES)
     return TimmBackbone(name, out_features=out_features, model_kwargs=kwargs)
 
 

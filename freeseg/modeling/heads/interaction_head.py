@@ -87,7 +87,7 @@ def build_interaction_head(cfg: Any, input_shape: dict[str, ShapeSpec]) -> MaskF
         embed_dim=h.EMBED_DIM,
         num_heads=h.NUM_HEADS,
         use_layer_scale=h.USE_LAYER_SCALE,
-        dropout=getattr(h, "INTERACTION_DROPOUT", 0.1),
+        dropout=h.INTERACTION_DROPOUT,
     )
     return MaskFormerInteractionHead(
         pixel_decoder=build_pixel_decoder(cfg, input_shape),

@@ -127,7 +127,7 @@ class OpenVocabulary(nn.Module):
             region_topk=int(ca.REGION_TOPK),
             instance_on=bool(mf.TEST.INSTANCE_ON),
             panoptic_on=bool(mf.TEST.PANOPTIC_ON),
-            entity_on=bool(getattr(mf.TEST, "ENTITY_ON", False)),
+            entity_on=bool(mf.TEST.ENTITY_ON),
             thresholds=TaskThresholds(
                 object_mask=float(mf.TEST.OBJECT_MASK_THRESHOLD),
                 overlap=float(mf.TEST.OVERLAP_THRESHOLD),

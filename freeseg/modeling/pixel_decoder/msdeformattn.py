@@ -177,7 +177,7 @@ def build_msdeformattn_pixel_decoder(cfg: Any, input_shape: dict[str, ShapeSpec]
         {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
         transformer_dropout=cfg.MODEL.MASK_FORMER.DROPOUT,
         transformer_nheads=cfg.MODEL.MASK_FORMER.NHEADS,
-        transformer_dim_feedforward=getattr(head, "TRANSFORMER_DIM_FEEDFORWARD", 1024),
+        transformer_dim_feedforward=head.TRANSFORMER_DIM_FEEDFORWARD,
         transformer_enc_layers=head.TRANSFORMER_ENC_LAYERS,
         conv_dim=head.CONVS_DIM,
         mask_dim=head.MASK_DIM,
