@@ -5,7 +5,8 @@ A checkpoint ``model_XXXXXXX.pth`` (or ``model_final.pth``) is a dict loadable w
 
 ``model`` (state dict, never DDP-prefixed), ``optimizer``, ``scheduler``, ``scaler`` (AMP, or
 absent), ``iteration`` (index of the last finished iteration), ``rng`` (one entry per rank:
-python / numpy / torch / cuda generator states), ``config`` (the flattened training-identity
+python / numpy / torch / cuda generator states, and those of ``random.Random`` / numpy
+``Generator`` attributes of the model's modules), ``config`` (the flattened training-identity
 config, see :func:`config_fingerprint`), ``world_size``.
 
 Files are written to a temporary name and renamed (``os.replace`` is atomic on POSIX), so a
@@ -56,8 +57,25 @@ def config_fingerprint(cfg: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def get_rng_state() -> dict[str, Any]:
-    """This process's generator states, as tensors and builtins (``weights_only``-loadable)."""
+def _private_generators(model: nn.Module | None) -> dict[str, Any]:
+    """``{"module.attr": generator}`` for ``random.Random`` / numpy ``Generator`` attributes.
+
+    Models may keep their own generator (``OpenVocabulary`` draws its per-iteration task from
+    one); exact resume needs their states as much as the global ones.
+    """
+    found: dict[str, Any] = {}
+    if model is None:
+        return found
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, (random.Random, np.random.Generator)):
+                found[f"{name}.{attr}" if name else attr] = value
+    return found
+
+
+def get_rng_state(model: nn.Module | None = None) -> dict[str, Any]:
+    """This process's generator states, as tensors and builtins (``weights_only``-loadable),
+    including generators that ``model``'s modules hold as attributes."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -66,10 +84,15 @@ def get_rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    modules = {}
+    for key, gen in _private_generators(model).items():
+        modules[key] = gen.getstate() if isinstance(gen, random.Random) else gen.bit_generator.state
+    if modules:
+        state["modules"] = modules
     return state
 
 
-def set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any], model: nn.Module | None = None) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     name, keys, pos, has_gauss, cached = state["numpy"]
@@ -77,6 +100,15 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("modules", {})
+    for key, gen in _private_generators(model).items():
+        if key not in saved:
+            continue
+        if isinstance(gen, random.Random):
+            version, internal, gauss = saved[key]
+            gen.setstate((version, tuple(internal), gauss))
+        else:
+            gen.bit_generator.state = saved[key]
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -140,7 +172,7 @@ class Checkpointer:
 
     def save(self, name: str, iteration: int) -> str:
         """Write ``<save_dir>/<name>.pth`` and point ``last_checkpoint`` at it; returns the path."""
-        rng = comm.all_gather(get_rng_state())
+        rng = comm.all_gather(get_rng_state(_unwrap(self.model)))
         path = os.path.join(self.save_dir, f"{name}.pth")
         if not comm.is_main_process():
             return path
@@ -221,4 +253,4 @@ class Checkpointer:
             logger.warning("%s was written by %d processes, now %d: random streams are not restored "
                            "exactly", path, len(states), comm.get_world_size())
         if rank < len(states):
-            set_rng_state(states[rank])
+            set_rng_state(states[rank], _unwrap(self.model))

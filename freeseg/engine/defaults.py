@@ -126,6 +126,31 @@ def build_hooks(
     return hooks
 
 
+def vocabulary_from_metadata(dataset_name: str) -> dict[str, Any]:
+    """``set_vocabulary`` arguments from a registered data set's metadata: ``class_names`` (all
+    names, contiguous order), ``trainable_flag`` (1 = seen; None if absent) and ``thing_flags``
+    (from ``thing_classes``; None if absent)."""
+    from ..data.catalog import MetadataCatalog
+
+    meta = MetadataCatalog.get(dataset_name)
+    names = list(meta.get("stuff_classes") or [])
+    if not names:
+        raise FreeSegError(f"data set '{dataset_name}' has no class names (stuff_classes) in its metadata; register them")
+    things = meta.get("thing_classes")
+    flag = meta.get("trainable_flag")
+    return {
+        "class_names": names,
+        "trainable_flag": None if flag is None else list(flag),
+        "thing_flags": None if things is None else [int(n in set(things)) for n in names],
+    }
+
+
+def set_vocabulary(model: Any, dataset_name: str) -> None:
+    """Point a model with ``set_vocabulary`` (both FreeSeg stages) at a data set's classes."""
+    if hasattr(model, "set_vocabulary"):
+        model.set_vocabulary(**vocabulary_from_metadata(dataset_name))
+
+
 def require_weights(cfg: Any) -> str:
     """``MODEL.WEIGHTS`` for evaluation; an error naming the key when it is empty."""
     path = str(cfg.MODEL.WEIGHTS)

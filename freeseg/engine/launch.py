@@ -96,7 +96,9 @@ def launch(
                   timeout, errors),
             start_method="spawn",
         )
-    except mp.ProcessExitedException:
+    except (mp.ProcessRaisedException, mp.ProcessExitedException):
+        # The first process to die may be a peer that lost its connection to the one with the
+        # user error; that error is the cause worth reporting.
         if not errors.empty():
             raise FreeSegError(errors.get()) from None
         raise

@@ -29,6 +29,7 @@ from .defaults import (
     default_setup,
     per_rank_batch_size,
     require_weights,
+    set_vocabulary,
 )
 from .launch import create_ddp_model, default_backend, launch
 from .lr_scheduler import build_lr_scheduler
@@ -60,16 +61,22 @@ def load_config(args: Any) -> Any:
 
 def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
     """Evaluate on every ``DATASETS.TEST`` set; results per set (flattened when there is one)."""
-    from ..data import build_test_loader
+    from ..data.loaders import build_test_loader
     from ..evaluation import build_evaluator, inference_on_dataset
 
     results: dict[str, Any] = {}
-    for name in cfg.DATASETS.TEST:
-        loader = build_test_loader(cfg, name)
-        evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
-        results[name] = inference_on_dataset(model, loader, evaluator)
-        if comm.is_main_process():
-            logger.info("evaluation on %s: %s", name, results[name])
+    training_vocabulary = getattr(model, "vocabulary", None)
+    try:
+        for name in cfg.DATASETS.TEST:
+            set_vocabulary(model, name)  # each test set brings its own classes and seen flags
+            loader = build_test_loader(cfg, name)
+            evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
+            results[name] = inference_on_dataset(model, loader, evaluator)
+            if comm.is_main_process():
+                logger.info("evaluation on %s: %s", name, results[name])
+    finally:
+        if training_vocabulary is not None:  # periodic evaluation: training goes on after it
+            model.vocabulary = training_vocabulary
     if len(results) == 1:
         return next(iter(results.values()))
     return results
@@ -97,6 +104,8 @@ def do_train(
     :func:`do_test` on the unwrapped model when ``DATASETS.TEST`` is set. Raises
     :class:`FreeSegError` before any iteration for a bad resume or missing weights.
     """
+    if len(cfg.DATASETS.TRAIN) > 0:
+        set_vocabulary(model, cfg.DATASETS.TRAIN[0])  # FreeSeg trains on the first set's classes
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     dtype = amp_dtype(cfg)
@@ -111,7 +120,7 @@ def do_train(
         bool(cfg_get(cfg, "SOLVER.COMPILE", False)),
     )
     if data_loader is None:
-        from ..data import build_train_loader
+        from ..data.loaders import build_train_loader
 
         data_loader = build_train_loader(cfg)
     if eval_fn is None and len(cfg.DATASETS.TEST) > 0:
@@ -175,21 +184,7 @@ def run(args: Any) -> Any:
                   dist_url=args.dist_url, args=(args,), backend=backend)
 
 
-def cli(argv: list[str] | None = None, *, eval_only: bool = False) -> int:
-    """Entry point for ``train_net.py`` and ``freeseg train|eval``: exit status, no traceback
-    for user errors (``error: <message>`` on stderr, status 2)."""
-    from ..cli.args import default_argument_parser
-
-    args = default_argument_parser().parse_args(argv)
-    if eval_only:
-        args.eval_only = True
-    try:
-        run(args)
-    except FreeSegError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(cli())
+    from ..cli.main import run_command
+
+    sys.exit(run_command("train", sys.argv[1:], prog="python -m freeseg.engine.train_net"))

@@ -2,7 +2,7 @@
 
 The model has what the engine must handle in the real ones: a ``backbone`` (LR multiplier),
 norm layers and an embedding (no weight decay), a frozen part (like CLIP), dropout (torch RNG)
-and a task drawn with ``random.choice`` per iteration (python RNG, as FreeSeg does).
+and a task drawn per iteration from a private ``random.Random`` (as ``OpenVocabulary`` does).
 """
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ class ToySegmenter(nn.Module):
         self.frozen.requires_grad_(False)
         self.register_buffer("pixel_mean", torch.tensor([120.0, 115.0, 100.0]).view(3, 1, 1), persistent=False)
         self.force_nan = False
+        self._task_rng = random.Random(0)  # like OpenVocabulary: a private generator per model
 
     def forward(self, batch: list[dict[str, Any]]):
         images = torch.stack([(b["image"].float() - self.pixel_mean) / 60.0 for b in batch])
         feats = self.backbone(images)  # B C H W
-        task = random.choice(TASKS) if self.training else "sem"
+        task = self._task_rng.choice(TASKS) if self.training else "sem"
         feats = feats + self.task_embed.weight[TASKS.index(task)].view(1, -1, 1, 1)
         logits = self.head(feats)  # B K H W
         if not self.training:
