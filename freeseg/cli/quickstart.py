@@ -51,9 +51,9 @@ class Plan:
     """Sizes of one quickstart run (the full one, or --short for tests)."""
 
     def __init__(self, short: bool) -> None:
-        self.train_images, self.val_images = (48, 16) if short else (400, 80)
-        self.clip_scenes, self.clip_steps = (40, 20) if short else (500, 600)
-        self.stage1_iters, self.stage2_iters = (6, 8) if short else (150, 600)
+        self.train_images, self.val_images = (24, 8) if short else (400, 80)
+        self.clip_scenes, self.clip_steps, self.clip_batch = (16, 6, 32) if short else (500, 600, 128)
+        self.stage1_iters, self.stage2_iters = (4, 6) if short else (150, 600)
         self.demo_images = 2 if short else 4
 
 
@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def make_clip() -> None:
         from ..data.world.clip_pretrain import pretrain_tiny_clip
 
-        summary = pretrain_tiny_clip(clip_path, num_scenes=plan.clip_scenes, steps=plan.clip_steps)
+        summary = pretrain_tiny_clip(clip_path, num_scenes=plan.clip_scenes, steps=plan.clip_steps,
+                                     batch_size=plan.clip_batch)
         logger.info("tiny CLIP: region accuracy seen %.1f%%, unseen %.1f%% (%.0f s)",
                     100 * summary["region_acc_seen"], 100 * summary["region_acc_unseen"],
                     summary["seconds"])

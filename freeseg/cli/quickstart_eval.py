@@ -80,3 +80,38 @@ def format_table(results: dict[str, Any]) -> str:
             cells.append(f"{value:>12.1f}" if isinstance(value, (int, float)) else f"{'-':>12}")
         lines.append(f"{label:<34}" + "".join(cells))
     return "\n".join(lines)
+
+
+def novel_images(world_root: Path, count: int) -> list[Path]:
+    """Validation images that contain an unseen class, most unseen segments first."""
+    import json
+
+    from ..data.world.classes import world_classes
+
+    unseen = {c.id for c in world_classes() if not c.seen}
+    info = json.loads((world_root / "panoptic_detectron2" / "panoptic_val2017.json").read_text())
+    scored = [(sum(s["category_id"] in unseen for s in a["segments_info"]), a["file_name"])
+              for a in info["annotations"]]
+    picked = sorted((s for s in scored if s[0] > 0), key=lambda s: -s[0])[:count]
+    return [world_root / "val2017" / name.replace(".png", ".jpg") for _, name in picked]
+
+
+def demo_pictures(config: Path, opts: list[str], world_root: Path, out_dir: Path, count: int) -> None:
+    """Run the demo (the same command users run) on validation images with unseen classes."""
+    import subprocess
+    import sys
+
+    from ..utils.errors import FreeSegError
+
+    images = novel_images(world_root, count)
+    if not images:
+        raise FreeSegError(f"no validation image of {world_root} contains an unseen class; regenerate the world")
+    cmd = [sys.executable, "-m", "freeseg", "demo", "--config-file", str(config),
+           "--input", *map(str, images), "--output", str(out_dir),
+           "--task", "semantic", "panoptic", "--opts", *opts]
+    logger.info("$ %s", " ".join(cmd[1:]))
+    if subprocess.run(cmd).returncode != 0:
+        raise FreeSegError("the demo step failed; see its log above")
+    pictures = sorted(p.name for p in out_dir.glob("*.png")
+                      if p.stem.endswith(("_semantic", "_panoptic")))  # the overlays, not label maps
+    (out_dir / "index.txt").write_text("\n".join(pictures) + "\n")
