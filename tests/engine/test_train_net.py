@@ -101,3 +101,15 @@ def test_eval_only_needs_weights(world, clip_file, tmp_path):
         train_net.main(_args(*base, eval_only=True))
     with pytest.raises(FreeSegError, match="weights file not found: .*absent.pth"):
         train_net.main(_args(*base, "MODEL.WEIGHTS", str(tmp_path / "absent.pth"), eval_only=True))
+
+
+def test_command_line_prints_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(REPO / "train_net.py"), "--config-file", str(REPO / "configs/tiny/tiny_alltask.yaml"),
+           "--num-gpus", "2", "SOLVER.IMS_PER_BATCH", "3", "OUTPUT_DIR", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: SOLVER.IMS_PER_BATCH=3 does not divide among 2 processes; use a multiple of 2"]
