@@ -75,13 +75,14 @@ def test_detectron2_pth_with_ddp_prefix(tmp_path):
     assert _equal(model, src)
 
 
-def test_model_zoo_pickle_with_numpy_arrays(tmp_path):
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_model_zoo_pickle_with_numpy_arrays(tmp_path, protocol):
     src = ToySegmenter()
     arrays = {k: v.numpy() for k, v in src.state_dict().items()}
     del arrays["head.1.bias"]
     arrays["extra.weight"] = np.zeros(3, dtype=np.float32)
     with open(tmp_path / "zoo.pkl", "wb") as f:
-        pickle.dump({"model": arrays, "__author__": "Caffe2", "matching_heuristics": True}, f)
+        pickle.dump({"model": arrays, "__author__": "Caffe2", "matching_heuristics": True}, f, protocol=protocol)
     model = ToySegmenter()
     missing, unexpected = freeseg.load_checkpoint(model, str(tmp_path / "zoo.pkl"))
     assert (missing, unexpected) == (["head.1.bias"], ["extra.weight"])
