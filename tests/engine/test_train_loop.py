@@ -29,7 +29,8 @@ def _metrics(out):
         return [json.loads(line) for line in f]
 
 
-def test_toy_trains_30_iterations_and_loss_goes_down(tmp_path):
+def test_toy_trains_30_iterations_and_loss_goes_down(tmp_path, caplog):
+    caplog.set_level("INFO", logger="freeseg.engine")
     trainer = _train(toy_cfg(tmp_path))
     losses = trainer.storage.history("loss_ce")
     assert len(losses) == 30
@@ -41,6 +42,10 @@ def test_toy_trains_30_iterations_and_loss_goes_down(tmp_path):
     assert rows[0]["lr"] == pytest.approx(0.05)
     assert rows[-1]["lr"] < rows[0]["lr"]
     assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    progress = [r.getMessage() for r in caplog.records if "iter: 30/30" in r.getMessage()]
+    assert len(progress) == 1
+    for part in ("eta: 0:00:00", "total_loss: ", "loss_ce: ", "time: ", "data_time: ", "lr: "):
+        assert part in progress[0], part
     assert (tmp_path / "model_final.pth").exists()
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == [
@@ -124,3 +129,23 @@ def test_model_must_return_a_loss_dict(tmp_path):
 
     with pytest.raises(FreeSegError, match="dict of losses"):
         _train(toy_cfg(tmp_path, max_iter=2), model=Bad())
+
+
+def test_wandb_requested_but_not_installed_is_a_warning(tmp_path, caplog, monkeypatch):
+    import builtins
+
+    from freeseg.utils.events import JSONWriter, default_writers
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    writers = default_writers(str(tmp_path), 10, {"project": "p", "name": None, "config": {}})
+    assert len(writers) == 3 and any(isinstance(w, JSONWriter) for w in writers)
+    assert "wandb is not installed" in caplog.text
+    for w in writers:
+        w.close()
