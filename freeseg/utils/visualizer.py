@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .colors import class_colors, jitter_color, text_color_on
+from .colors import class_colors, jitter_color, relative_luminance, text_color_on
 
 _PANEL_BG = (248, 248, 248)
 _PANEL_TEXT = (25, 25, 25)
@@ -80,12 +80,22 @@ def blend_masks(image: np.ndarray, color_map: np.ndarray, covered: np.ndarray, a
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def outline_color(color: np.ndarray) -> tuple[int, int, int]:
+    """The contour colour of a class: its colour, lightened when dark (a dark red outline on
+    dark hair or shadow would vanish)."""
+    c = np.asarray(color, dtype=np.float64)
+    if relative_luminance(c) < 0.12:
+        c = 0.55 * c + 0.45 * 255
+    return tuple(int(round(v)) for v in c)
+
+
 def draw_contours(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[np.ndarray], width: int) -> np.ndarray:
-    """Outline each mask (bool [H, W]) in its colour, holes included; returns a new image."""
+    """Outline each mask (bool [H, W]) in its colour (see :func:`outline_color`), holes
+    included; returns a new image."""
     out = np.ascontiguousarray(image.copy())
     for mask, color in zip(masks, colors):
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), width, lineType=cv2.LINE_AA)
+        cv2.drawContours(out, contours, -1, outline_color(color), width, lineType=cv2.LINE_AA)
     return out
 
 
@@ -127,22 +137,28 @@ def draw_labels(image: np.ndarray, labels: Sequence[Label], style: Style) -> tup
     return np.asarray(Image.alpha_composite(base, layer).convert("RGB")), skipped
 
 
-def legend_panel(entries: Sequence[tuple[str, np.ndarray]], height: int, style: Style) -> np.ndarray:
+def legend_panel(
+    entries: Sequence[tuple[str, np.ndarray]], height: int, style: Style, title: str = ""
+) -> np.ndarray:
     """A panel (uint8 [height, W, 3]) listing ``(text, colour)`` entries with colour swatches,
-    in as many columns as ``height`` needs."""
+    under an optional ``title``, in as many columns as ``height`` needs."""
     font = _font(style.font_size)
     pad = style.padding
     row_h = style.font_size + 2 * pad
-    rows_per_col = max(1, (height - 2 * pad) // row_h)
+    top = row_h if title else 0
+    rows_per_col = max(1, (height - 2 * pad - top) // row_h)
     ncols = max(1, -(-len(entries) // rows_per_col))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_w = max((measure.textlength(text, font=font) for text, _ in entries), default=0)
     col_w = int(style.font_size + 3 * pad + text_w + 2 * pad)
-    panel = Image.new("RGB", (ncols * col_w + pad, height), _PANEL_BG)
+    width = max(ncols * col_w + pad, int(measure.textlength(title, font=font)) + 3 * pad)
+    panel = Image.new("RGB", (width, height), _PANEL_BG)
     draw = ImageDraw.Draw(panel)
+    if title:
+        draw.text((pad, pad + row_h // 2), title, font=font, fill=(110, 110, 110), anchor="lm")
     for i, (text, color) in enumerate(entries):
         col, row = divmod(i, rows_per_col)
-        x, y = pad + col * col_w, pad + row * row_h
+        x, y = pad + col * col_w, pad + top + row * row_h
         sw = style.font_size
         draw.rectangle((x, y + pad, x + sw, y + pad + sw), fill=tuple(int(c) for c in color), outline=(90, 90, 90))
         draw.text((x + sw + 2 * pad, y + pad + sw // 2), text, font=font, fill=_PANEL_TEXT, anchor="lm")
@@ -219,7 +235,9 @@ class Visualizer:
         total = mask_area(image)
         order = sorted(class_area, key=lambda k: -class_area[k])
         entries = [(f"{self.class_names[k]}  {_percent(class_area[k] / total)}", self.colors[k]) for k in order]
-        return attach_panel(image, legend_panel(entries, image.shape[0], style)) if entries else image
+        # the title says the legend's numbers are areas (the labels on segments show scores)
+        panel = legend_panel(entries, image.shape[0], style, title="share of image")
+        return attach_panel(image, panel) if entries else image
 
     def semantic(self, image: np.ndarray, label_map: np.ndarray, *, legend: bool = True) -> np.ndarray:
         """``label_map`` int [H, W] of class indices (values ≥ K, e.g. 255, are left undrawn)."""

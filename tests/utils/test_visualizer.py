@@ -137,3 +137,21 @@ def test_bad_inputs():
         vis.semantic(np.zeros((10, 10, 3), np.float32), np.zeros((10, 10), np.int64))
     with pytest.raises(ValueError, match="colours"):
         Visualizer(["a", "b"], colors=np.zeros((1, 3), np.uint8))
+
+
+def test_dark_colours_get_a_lighter_outline():
+    from freeseg.utils.visualizer import outline_color
+
+    assert outline_color(np.array([250, 200, 40])) == (250, 200, 40)
+    dark = outline_color(np.array([90, 10, 10]))
+    assert sum(dark) > 90 + 10 + 10 + 150
+
+
+def test_legend_title_takes_the_first_row():
+    style = Style.for_image(100, 100)
+    entries = [("a", np.array([255, 0, 0]))]
+    plain = legend_panel(entries, 100, style)
+    titled = legend_panel(entries, 100, style, title="share of image")
+    # the swatch (pure red) moves down by one row
+    red_rows = lambda p: np.nonzero((p[..., 0] > 240) & (p[..., 1] < 20))[0]  # noqa: E731
+    assert red_rows(titled).min() - red_rows(plain).min() == style.font_size + 2 * style.padding
