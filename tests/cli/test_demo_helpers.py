@@ -187,3 +187,31 @@ def test_tasks_space_or_comma_separated():
     assert demo.parse_tasks(None) is None
     with pytest.raises(FreeSegError, match="choose from"):
         demo.parse_tasks(["semantics"])
+
+
+def test_video_frames_give_overlay_videos(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = str(tmp_path / "clip.avi")
+    out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (48, 32))
+    if not out.isOpened():
+        pytest.skip("OpenCV here cannot write video")
+    for i in range(3):
+        out.write(np.full((32, 48, 3), 60 * i, np.uint8))
+    out.release()
+
+    def fake_predictor(frames):
+        sem = torch.zeros(2, 32, 48)
+        sem[1, :, 24:] = 1
+        return [{"sem_seg": sem} for _ in frames]
+
+    writer = ResultWriter(str(tmp_path / "out"), DemoVocabulary(("left", "right")), ["semantic"], 0.5)
+    (written,) = demo.run_video(path, "clip", fake_predictor, writer, ["semantic"])
+    cap = cv2.VideoCapture(written)
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    cap.release()
+    assert frames == 3 and ok and frame.shape[:2] == (32, 48)
+    with pytest.raises(OSError):
+        bad = tmp_path / "bad.mp4"
+        bad.write_bytes(b"no video")
+        demo.run_video(str(bad), "bad", fake_predictor, writer, ["semantic"])
