@@ -210,6 +210,14 @@ class Checkpointer:
 
     def resume(self, path: str) -> int:
         """Restore everything from our checkpoint ``path``; returns the next iteration to run."""
+        return self.restore_training_state(self.load_model_for_resume(path), path)
+
+    def load_model_for_resume(self, path: str) -> dict[str, Any]:
+        """First half of :meth:`resume`: check the config, load the model; returns the data.
+
+        Split so that the optimizer and DDP can be built after the model has its final
+        parameters (a ``prepare_for_state_dict`` hook may rebuild submodules).
+        """
         data = read_weights_file(path)
         if "iteration" not in data or "model" not in data:
             raise FreeSegError(f"{path} is not a freeseg training checkpoint; use MODEL.WEIGHTS for weights")
@@ -221,6 +229,10 @@ class Checkpointer:
                 f"{len(unexpected)} unexpected keys, e.g. {(missing + unexpected)[0]}); "
                 "resume only with the config that wrote it"
             )
+        return data
+
+    def restore_training_state(self, data: Mapping[str, Any], path: str) -> int:
+        """Second half of :meth:`resume`: optimizer, scheduler, scaler and generators."""
         try:
             if self.optimizer is not None and "optimizer" in data:
                 self.optimizer.load_state_dict(data["optimizer"])

@@ -106,15 +106,17 @@ def do_train(
     """
     if len(cfg.DATASETS.TRAIN) > 0:
         set_vocabulary(model, cfg.DATASETS.TRAIN[0])  # FreeSeg trains on the first set's classes
+    # Weights first: loading may rebuild submodules (prepare_for_state_dict), and the optimizer
+    # and DDP must see the final parameters.
+    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, fingerprint=config_fingerprint(cfg))
+    last = checkpointer.last_checkpoint() if resume else None
+    resumed = None
+    if last is not None:
+        resumed = checkpointer.load_model_for_resume(last)
+    elif cfg.MODEL.WEIGHTS:
+        load_checkpoint(model, cfg.MODEL.WEIGHTS)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    dtype = amp_dtype(cfg)
-    fingerprint = config_fingerprint(cfg)
-    # The checkpointer holds the bare model; the trainer the wrapped (DDP / compiled) one.
-    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=scheduler,
-                                fingerprint=fingerprint)
-    start_iter = 0
-    last = checkpointer.last_checkpoint() if resume else None
     trained = _maybe_compile(
         create_ddp_model(model, find_unused_parameters=bool(cfg_get(cfg, "SOLVER.DDP_FIND_UNUSED_PARAMETERS", False))),
         bool(cfg_get(cfg, "SOLVER.COMPILE", False)),
@@ -129,14 +131,12 @@ def do_train(
         trained, data_loader, optimizer,
         scheduler=scheduler,
         grad_clipper=build_grad_clipper(cfg),
-        amp_dtype=dtype,
+        amp_dtype=amp_dtype(cfg),
         nonfinite=str(cfg_get(cfg, "SOLVER.NONFINITE_LOSS", "stop")),
     )
-    checkpointer.scaler = trainer.scaler
-    if last is not None:
-        start_iter = checkpointer.resume(last)
-    elif cfg.MODEL.WEIGHTS:
-        load_checkpoint(model, cfg.MODEL.WEIGHTS)
+    # The checkpointer holds the bare model; the trainer the wrapped (DDP / compiled) one.
+    checkpointer.optimizer, checkpointer.scheduler, checkpointer.scaler = optimizer, scheduler, trainer.scaler
+    start_iter = 0 if resumed is None else checkpointer.restore_training_state(resumed, last)
     trainer.register_hooks(build_hooks(cfg, trainer, checkpointer, eval_fn, log_period))
     trainer.train(start_iter, int(cfg.SOLVER.MAX_ITER))
     if trainer.stopped_early:
