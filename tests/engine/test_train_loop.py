@@ -149,3 +149,48 @@ def test_wandb_requested_but_not_installed_is_a_warning(tmp_path, caplog, monkey
     assert "wandb is not installed" in caplog.text
     for w in writers:
         w.close()
+
+
+def test_periodic_and_final_evaluation_are_logged(tmp_path):
+    calls = []
+
+    def eval_fn():
+        calls.append(len(calls))
+        return {"sem_seg": {"mIoU": 10.0 * len(calls)}, "note": "text is not a metric"}
+
+    cfg = toy_cfg(tmp_path, max_iter=6)
+    cfg.TEST.EVAL_PERIOD = 2
+    _train(cfg, eval_fn=eval_fn)
+    assert len(calls) == 3  # after iterations 1 and 3, then the final one after 5
+    evals = [(r["iteration"], r["sem_seg/mIoU"]) for r in _metrics(tmp_path) if "sem_seg/mIoU" in r]
+    assert evals == [(1, 10.0), (3, 20.0), (5, 30.0)]
+
+
+def test_do_test_sets_each_test_vocabulary_and_restores_training_one(tmp_path, monkeypatch):
+    import freeseg.data.loaders as loaders
+    import freeseg.evaluation as evaluation
+    from freeseg.data.catalog import MetadataCatalog
+    from freeseg.engine.train_net import do_test
+
+    name = "engine_test_vocab_set"
+    MetadataCatalog.get(name).set(stuff_classes=["cat", "sky"], thing_classes=["cat"], trainable_flag=[1, 0])
+
+    class Model(torch.nn.Module):
+        vocabulary = ("train", "names")
+
+        def set_vocabulary(self, class_names, trainable_flag=None, thing_flags=None):
+            self.vocabulary = (class_names, trainable_flag, thing_flags)
+
+    seen = []
+    monkeypatch.setattr(loaders, "build_test_loader", lambda cfg, n: [n])
+    monkeypatch.setattr(evaluation, "build_evaluator", lambda cfg, n, out: n)
+    monkeypatch.setattr(evaluation, "inference_on_dataset", lambda m, loader, ev: seen.append(m.vocabulary) or {"x": {}})
+    cfg = toy_cfg(tmp_path)
+    cfg.DATASETS.TEST = (name,)
+    model = Model()
+    try:
+        assert do_test(cfg, model) == {"x": {}}
+    finally:
+        MetadataCatalog.remove(name)
+    assert seen == [(["cat", "sky"], [1, 0], [1, 0])]
+    assert model.vocabulary == ("train", "names")
