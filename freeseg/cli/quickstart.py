@@ -52,7 +52,7 @@ class Plan:
 
     def __init__(self, short: bool) -> None:
         self.train_images, self.val_images = (24, 8) if short else (400, 80)
-        self.clip_scenes, self.clip_steps, self.clip_batch = (16, 6, 32) if short else (500, 600, 128)
+        self.clip_scenes, self.clip_steps, self.clip_batch = (16, 6, 32) if short else (500, 400, 64)
         self.stage1_iters, self.stage2_iters = (4, 6) if short else (150, 600)
         self.demo_images = 2 if short else 4
 

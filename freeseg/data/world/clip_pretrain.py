@@ -37,7 +37,7 @@ class TinyClipSpec:
     embed_dim: int = 128  # = text width, as FreeSeg's prompt learner (PROMPT_DIM) requires
     vision_width: int = 128
     vision_layers: int = 3
-    patch_size: int = 8
+    patch_size: int = 16  # 4x4 patches + CLS: image encoding is most of the cost
     image_size: int = 64  # region crops are resized to the CLIP's input size
     text_width: int = 128
     text_layers: int = 2
@@ -86,8 +86,8 @@ def make_pairs(num_scenes: int, seed: int, image_size: int) -> tuple[np.ndarray,
     return np.stack(images).astype(np.float16), texts  # fp16 halves the in-memory set
 
 
-def pretrain_tiny_clip(out_path: Path, *, num_scenes: int = 600, steps: int = 800,
-                       batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+def pretrain_tiny_clip(out_path: Path, *, num_scenes: int = 500, steps: int = 400,
+                       batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
                        spec: TinyClipSpec = TinyClipSpec(), log_every: int = 50) -> dict:
     """Train the tiny CLIP and save its state dict (OpenAI key names) to ``out_path``.
 
