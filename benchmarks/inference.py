@@ -20,7 +20,7 @@ processes hits them alike; medians are reported):
 Text features are computed once per run (cached by the CLIP adapter) and reported apart.
 
 Peak memory (``--memory``): one subprocess per variant builds the model, segments the image
-twice and reports its RSS high-water mark (``ru_maxrss``: weights included) and the growth
+once and reports its RSS high-water mark (``ru_maxrss``: weights included) and the growth
 over the RSS right after building (activations and workspace).
 
     python benchmarks/inference.py [--backbones R50 R101c] [--repeats 3] [--threads 2] [--topk 10] [--memory]
@@ -167,7 +167,8 @@ def timing(args: argparse.Namespace) -> None:
     for bb in args.backbones:
         model = build_ours(bb, args.short_side)
         start = time.perf_counter()
-        for task in (SEM, INS, PAN):
+        all_tasks = not args.only or any("all3" in o for o in args.only)
+        for task in (SEM, INS, PAN) if all_tasks else (SEM,):
             model.clip_adapter.text_features(list(model.vocabulary.class_names), task)
         text_s[bb] = time.perf_counter() - start
         for impl in ("cpu", "pytorch"):
@@ -223,7 +224,7 @@ def report(args, image, times, cpu, last, text_s) -> None:
             ratio = f"{t / peer:.2f}x; {e / peer_idle:.2f}x of the peer"
         print(f"{name:<36}{t:>8.2f}{e:>10.2f}  {ratio}")
     for bb, t in text_s.items():
-        print(f"{bb}: text features for 171 classes x 3 tasks, once per run: {t:.2f} s")
+        print(f"{bb}: text features for 171 classes (all tasks needed), once per run: {t:.2f} s wall")
     print("\nexactness (same image):")
     for bb in args.backbones:
         def out(name: str) -> Any:
@@ -259,7 +260,6 @@ def memory_worker(spec: str, args: argparse.Namespace) -> None:
         run = ours_runner(model, image, impl, tasks, int(topk))
     after_build = _rss_now_mb()
     run()
-    run()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"spec": spec, "peak_rss_mb": peak, "after_build_mb": after_build}))
 
@@ -271,7 +271,10 @@ def _rss_now_mb() -> float:
 
 def memory(args: argparse.Namespace) -> None:
     specs = [f"{bb}:{t}:{impl}:0" for bb in args.backbones for t in ("semantic", "all3") for impl in ("cpu", "pytorch")]
-    specs += [f"{bb}:all3:cpu:{args.topk}" for bb in args.backbones] + ([] if args.no_peer else ["peer"])
+    specs += [f"{bb}:{t}:cpu:{args.topk}" for bb in args.backbones for t in ("semantic", "all3")]
+    if args.only:
+        specs = [s for s in specs if any(o in s for o in args.only)]
+    specs += [] if args.no_peer else ["peer"]
     print(f"\n{'variant (one process each)':<32}{'peak RSS MB':>12}{'growth MB':>11}")
     for spec in specs:
         cmd = [sys.executable, __file__, "--worker", spec, "--threads", str(args.threads), "--short-side", str(args.short_side)]
