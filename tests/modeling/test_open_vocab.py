@@ -135,3 +135,23 @@ def test_checkpoint_round_trip(model, tmp_path):
     other.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
     sample = _sample(seed=4)
     torch.testing.assert_close(other.eval()([sample])[0]["sem_seg"], model([sample])[0]["sem_seg"])
+
+
+def test_fast_mode_scores_skipped_queries_by_the_segmenter_alone(model):
+    sample = _sample(seed=3)
+    exact = model.predict_tasks([sample])[0]["semantic segmentation."]
+    model.region_topk = 2
+    try:
+        fast = model.predict_tasks([sample])[0]["semantic segmentation."]
+    finally:
+        model.region_topk = 0
+    probs = torch.softmax(exact.pred_logits, -1)[:, :-1]
+    chosen = probs.max(1).values.topk(2).indices
+    nonempty = (exact.mask_logits.sigmoid() > 0.5).flatten(1).any(1)
+    skipped = torch.ones_like(nonempty)
+    skipped[chosen] = False
+    skipped &= nonempty
+    assert skipped.any() and fast.region.valid.sum() <= 2
+    # CLIP-scored queries: the exact path's scores; skipped ones: the segmenter's own p
+    torch.testing.assert_close(fast.scores[chosen], exact.scores[chosen])
+    torch.testing.assert_close(fast.scores[skipped], probs[skipped])

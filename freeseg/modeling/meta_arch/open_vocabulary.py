@@ -241,8 +241,15 @@ class OpenVocabulary(nn.Module):
                 select[probs.max(dim=1).values.topk(min(self.region_topk, len(select))).indices] = True
             image = sample["image"].to(self.device)
             region = self.clip_adapter.classify_regions(image, mask_logits.sigmoid(), text, select=select)
+            clip_probs = region.probs
+            if select is not None:
+                # A query that CLIP skipped has no CLIP evidence: c = p makes its ensembled score
+                # p itself. (c = 1, the original's value for empty masks, would rank it above
+                # the queries that CLIP did score.) Empty masks keep c = 1 as in the original.
+                skipped = ~select & (mask_logits.sigmoid() > self.clip_adapter.mask_thr).flatten(1).any(1)
+                clip_probs = torch.where(skipped[:, None], probs, clip_probs)
             flags = None if vocab.trainable_flag is None else torch.tensor(vocab.trainable_flag, device=self.device)
-            scores, keep = ensemble_scores(probs, region.probs, region.valid, flags, self.clip_ensemble_weight)
+            scores, keep = ensemble_scores(probs, clip_probs, region.valid, flags, self.clip_ensemble_weight)
         return TaskPrediction(
             class_embed=outputs["class_embed"][i],
             pred_logits=logits,
