@@ -31,15 +31,20 @@ from .sampling import sample_per_task_class
 logger = logging.getLogger(__name__)
 
 
-class TrainingSampler(Sampler[int]):
+class TrainingSampler(Sampler[tuple[int, int]]):
     """Infinite shuffled indices; every rank draws the same permutations (``seed``) and keeps
-    positions ``rank, rank + world, ...``."""
+    positions ``rank, rank + world, ...``.
+
+    Yields ``(position, index)``: ``position`` counts this rank's samples from the start of
+    training, so a sample's augmentation can be seeded by it (same draws whatever the number of
+    workers), and ``start`` skips that many samples without loading them (exact resume)."""
 
     def __init__(self, size: int, *, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if size <= 0:
             raise FreeSegError("the training data set is empty; check DATASETS.TRAIN and its folders")
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.start = 0
 
     def _infinite(self) -> Iterator[int]:
         g = torch.Generator()
@@ -47,8 +52,9 @@ class TrainingSampler(Sampler[int]):
         while True:
             yield from (torch.randperm(self.size, generator=g) if self.shuffle else torch.arange(self.size)).tolist()
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(self._infinite(), self.rank, None, self.world_size)
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        mine = itertools.islice(self._infinite(), self.rank, None, self.world_size)
+        return enumerate(itertools.islice(mine, self.start, None), start=self.start)
 
 
 class InferenceSampler(Sampler[int]):
@@ -72,9 +78,10 @@ class MappedDataset(Dataset):
     stage-1 region is replaced by another random sample; test: such samples give ``None`` (dropped
     from the batch). ``skipped`` counts corrupt images across worker processes."""
 
-    def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict], *, redraw: bool, skip_corrupt: bool = True) -> None:
+    def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict], *, redraw: bool, skip_corrupt: bool = True,
+                 seed: int = 0) -> None:
         self.dicts, self.mapper = dicts, mapper
-        self.redraw, self.skip_corrupt = redraw, skip_corrupt
+        self.redraw, self.skip_corrupt, self.seed = redraw, skip_corrupt, seed
         self.skipped = mp.Value("i", 0)
 
     def __len__(self) -> int:
@@ -88,7 +95,15 @@ class MappedDataset(Dataset):
         except Exception as e:  # noqa: BLE001 - re-raised with the sample's file name
             raise FreeSegError(f"mapping sample {d.get('file_name')} failed: {type(e).__name__}: {e}") from e
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
+        if isinstance(key, tuple):  # (stream position, index) from TrainingSampler
+            position, index = key
+            # Augmentations draw from numpy (and random): seed them by the position alone. Torch's
+            # global generator is left alone (in a 0-worker loader it is the model's).
+            np.random.seed((self.seed + position) % 2**32)
+            random.seed(self.seed + position)
+        else:
+            index = key
         for attempt in range(100):
             d = self.dicts[index]
             try:
@@ -120,14 +135,6 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _WorkerInit:
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-
-    def __call__(self, worker_id: int) -> None:
-        _seed_all(self.seed + worker_id)
-
-
 def build_train_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *, total_batch_size: int,
                             num_workers: int = 0, seed: int = 0, skip_corrupt: bool = True,
                             rank: int | None = None, world_size: int | None = None) -> DataLoader:
@@ -141,17 +148,24 @@ def build_train_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *
         )
     per_rank = total_batch_size // world_size
     sampler = TrainingSampler(len(dicts), seed=seed, rank=rank, world_size=world_size)
-    rank_seed = seed * 1000 + rank * 100  # per rank, then per worker
-    if num_workers == 0:
-        _seed_all(rank_seed)
-    return DataLoader(
-        MappedDataset(dicts, mapper, redraw=True, skip_corrupt=skip_corrupt),
+    # Each sample's augmentation is seeded by (seed, rank, its position in this rank's stream).
+    rank_seed = (seed * 1000 + rank) * 10**7
+    return TrainLoader(
+        MappedDataset(dicts, mapper, redraw=True, skip_corrupt=skip_corrupt, seed=rank_seed),
         batch_sampler=BatchSampler(sampler, per_rank, drop_last=True),
         num_workers=num_workers,
         collate_fn=trivial_batch_collator,
-        worker_init_fn=_WorkerInit(rank_seed) if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
     )
+
+
+class TrainLoader(DataLoader):
+    """The infinite training loader; ``set_start_iter(n)`` (called by the trainer on resume,
+    before iterating) skips the first ``n`` batches without loading them, so a resumed run
+    sees exactly the batches the uninterrupted one would have."""
+
+    def set_start_iter(self, start_iter: int) -> None:
+        self.batch_sampler.sampler.start = start_iter * self.batch_sampler.batch_size
 
 
 def build_test_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *, batch_size: int = 1,
