@@ -103,9 +103,21 @@ def demo_pictures(config: Path, opts: list[str], world_root: Path, out_dir: Path
 
     from ..utils.errors import FreeSegError
 
+    from PIL import Image
+
     images = novel_images(world_root, count)
     if not images:
         raise FreeSegError(f"no validation image of {world_root} contains an unseen class; regenerate the world")
+    # The world's 128-pixel images, enlarged 3x so that the pictures' labels are readable; the
+    # model still sees 128 pixels (the test mapper resizes to MIN_SIZE_TEST).
+    big_dir = out_dir.parent / "demo_inputs"
+    big_dir.mkdir(parents=True, exist_ok=True)
+    enlarged = []
+    for path in images:
+        im = Image.open(path).convert("RGB")
+        enlarged.append(big_dir / (path.stem + ".png"))
+        im.resize((im.width * 3, im.height * 3), Image.BICUBIC).save(enlarged[-1])
+    images = enlarged
     cmd = [sys.executable, "-m", "freeseg", "demo", "--config-file", str(config),
            "--input", *map(str, images), "--output", str(out_dir),
            "--task", "semantic", "panoptic", "--opts", *opts]

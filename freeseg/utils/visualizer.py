@@ -172,6 +172,8 @@ def attach_panel(image: np.ndarray, panel: np.ndarray) -> np.ndarray:
 
 
 def _percent(fraction: float) -> str:
+    if fraction < 0.0005:  # a few pixels: "0.0%" would read as absent
+        return "<0.1%"
     return f"{100 * fraction:.1f}%" if fraction < 0.1 else f"{100 * fraction:.0f}%"
 
 

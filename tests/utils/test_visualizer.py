@@ -155,3 +155,9 @@ def test_legend_title_takes_the_first_row():
     # the swatch (pure red) moves down by one row
     red_rows = lambda p: np.nonzero((p[..., 0] > 240) & (p[..., 1] < 20))[0]  # noqa: E731
     assert red_rows(titled).min() - red_rows(plain).min() == style.font_size + 2 * style.padding
+
+
+def test_legend_shares_never_read_as_zero():
+    from freeseg.utils.visualizer import _percent
+
+    assert [_percent(f) for f in (0.00001, 0.0006, 0.05, 0.5)] == ["<0.1%", "0.1%", "5.0%", "50%"]
