@@ -194,3 +194,13 @@ def test_do_test_sets_each_test_vocabulary_and_restores_training_one(tmp_path, m
         MetadataCatalog.remove(name)
     assert seen == [(["cat", "sky"], [1, 0], [1, 0])]
     assert model.vocabulary == ("train", "names")
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_and_matches_eager(tmp_path):
+    eager = _train(toy_cfg(tmp_path / "eager", max_iter=3))
+    compiled = _train(toy_cfg(tmp_path / "compiled", max_iter=3, COMPILE=True))
+    assert compiled.model is not compiled.model._orig_mod  # really wrapped by torch.compile
+    torch.testing.assert_close(torch.tensor(compiled.storage.history("total_loss")),
+                               torch.tensor(eager.storage.history("total_loss")), rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "compiled" / "model_final.pth").exists()
