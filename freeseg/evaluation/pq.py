@@ -23,22 +23,15 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
+from ..utils.colors import id_to_rgb, rgb_to_id
 from ..utils.errors import FreeSegError
 
 OFFSET = 256 * 256 * 256
 VOID = 0
 
 
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """COCO panoptic colour PNG [H, W, 3] → int64 ids [H, W]."""
-    color = color.astype(np.int64)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """int ids [H, W] → uint8 colour [H, W, 3] (inverse of :func:`rgb2id`)."""
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+# panopticapi's names for the COCO panoptic colour encoding (one implementation, in utils).
+rgb2id, id2rgb = rgb_to_id, id_to_rgb
 
 
 def read_panoptic_png(path: str) -> np.ndarray:

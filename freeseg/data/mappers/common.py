@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ...utils.colors import rgb_to_id
 from ...utils.errors import FreeSegError
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ def read_panoptic_ids(path: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+            rgb = np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise CorruptImageError(f"cannot decode panoptic PNG {path}: {e}") from e
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+    return rgb_to_id(rgb)
 
 
 def check_labels(sem: np.ndarray, num_classes: int, ignore_label: int, path: str) -> None:

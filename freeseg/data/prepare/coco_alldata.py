@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...utils.colors import id_to_rgb, rgb_to_id
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
 from .common import check_published, list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts
@@ -36,14 +37,7 @@ from .semantic import COCO_EXPECTED
 GREY_TO_ID = 1 + 256 + 256 * 256
 
 
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
+rgb2id, id2rgb = rgb_to_id, id_to_rgb  # the COCO panoptic colour encoding, under panopticapi's names
 
 
 def segment_stats(mask: np.ndarray) -> tuple[int, list[int]]:
