@@ -70,10 +70,10 @@ def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
         for name in cfg.DATASETS.TEST:
             set_vocabulary(model, name)  # each test set brings its own classes and seen flags
             loader = build_test_loader(cfg, name)
-            evaluator = build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name))
-            results[name] = inference_on_dataset(model, loader, evaluator)
-            if comm.is_main_process():
-                logger.info("evaluation on %s: %s", name, results[name])
+            out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
+            results[name] = inference_on_dataset(model, loader, build_evaluator(cfg, name, out_dir))
+            if comm.is_main_process():  # the evaluators printed their tables; all values are here:
+                logger.info("evaluation on %s done: %s", name, os.path.join(out_dir, "results.json"))
     finally:
         if training_vocabulary is not None:  # periodic evaluation: training goes on after it
             model.vocabulary = training_vocabulary
