@@ -21,12 +21,14 @@ from open_clip import get_tokenizer
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from tqdm import tqdm
 
+from ...modeling.clip.region import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, crop_regions, mask_boxes
+
 from .classes import world_classes
 from .scene import render_scene, caption
 
-# OpenAI CLIP's pixel statistics: the region crops are filled with the mean, as FreeSeg does.
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+# OpenAI CLIP's pixel statistics on the 0..255 scale; crops are filled with the mean (FreeSeg's).
+_MEAN = torch.tensor(CLIP_PIXEL_MEAN) * 255
+_STD = torch.tensor(CLIP_PIXEL_STD) * 255
 _TEMPLATES = ("a {}.", "a photo of a {}.", "{}", "there is a {} here.")
 
 
@@ -54,21 +56,17 @@ def build_tiny_clip(spec: TinyClipSpec = TinyClipSpec()) -> CLIP:
     return CLIP(spec.embed_dim, vision, text, quick_gelu=True)
 
 
-def _region_crop(image: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
-    """FreeSeg's region crop: bounding box, mean fill outside the mask, resized. float [3,s,s]."""
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = image[y0:y1, x0:x1].astype(np.float32) / 255.0
-    crop[~mask[y0:y1, x0:x1]] = CLIP_MEAN
-    crop = (crop - CLIP_MEAN) / CLIP_STD
-    t = torch.from_numpy(crop).permute(2, 0, 1)[None]
-    return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=True)[0].numpy()
+def _region_crops(image: np.ndarray, masks: list[np.ndarray], size: int) -> np.ndarray:
+    """The model's own region crops (box, mean fill, normalise, bicubic resize): float [N,3,s,s]."""
+    img = torch.from_numpy(image).permute(2, 0, 1)  # H W C -> C H W
+    m = torch.from_numpy(np.stack(masks))
+    crops = crop_regions(img, m, mask_boxes(m), fill=_MEAN, pixel_mean=_MEAN, pixel_std=_STD, size=size)
+    return crops.numpy()
 
 
 def _full_image(image: np.ndarray, size: int) -> np.ndarray:
-    x = (image.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD
-    t = torch.from_numpy(x).permute(2, 0, 1)[None]
-    return F.interpolate(t, size=(size, size), mode="bicubic", align_corners=True)[0].numpy()
+    """The whole scene as CLIP input (a crop whose mask covers everything)."""
+    return _region_crops(image, [np.ones(image.shape[:2], bool)], size)[0]
 
 
 def make_pairs(num_scenes: int, seed: int, image_size: int) -> tuple[np.ndarray, list[str]]:
@@ -80,8 +78,8 @@ def make_pairs(num_scenes: int, seed: int, image_size: int) -> tuple[np.ndarray,
         scene = render_scene(classes, rng)
         images.append(_full_image(scene.image, image_size))
         texts.append(caption(scene, rng))
+        images.extend(_region_crops(scene.image, [seg.mask for seg in scene.segments], image_size))
         for seg in scene.segments:
-            images.append(_region_crop(scene.image, seg.mask, image_size))
             texts.append(_TEMPLATES[int(rng.integers(len(_TEMPLATES)))].format(seg.category.name))
     return np.stack(images).astype(np.float16), texts  # fp16 halves the in-memory set
 
@@ -152,7 +150,7 @@ def region_zero_shot_accuracy(model: CLIP, tokenizer, seed: int, image_size: int
     hits = {True: [], False: []}
     for _ in range(num_scenes):
         scene = render_scene(classes, rng)
-        crops = np.stack([_region_crop(scene.image, s.mask, image_size) for s in scene.segments])
+        crops = _region_crops(scene.image, [s.mask for s in scene.segments], image_size)
         img_f = F.normalize(model.encode_image(torch.from_numpy(crops)), dim=-1)
         pred = (img_f @ text_f.t()).argmax(-1)
         for seg, p in zip(scene.segments, pred.tolist()):
