@@ -48,7 +48,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         """src, pos: [B, S, C]; reference_points [B, S, L, 2] -> [B, S, C]."""
         src2 = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index)
         src = self.norm1(src + self.dropout1(src2))
-        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src))))
+        src2 = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout3(src2))
 
 

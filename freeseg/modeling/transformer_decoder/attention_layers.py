@@ -62,7 +62,8 @@ class CrossAttentionLayer(nn.Module):
         pos: torch.Tensor | None = None,
         query_pos: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """tgt [Q, B, C], memory [HW, B, C], memory_mask bool [B * heads, Q, HW] (True = blocked)."""
+        """tgt [Q, B, C], memory [HW, B, C], memory_mask bool [B * heads, Q, HW] or [Q, HW] for every
+        image and head (True = blocked)."""
         t = self.norm(tgt) if self.normalize_before else tgt
         out = self.multihead_attn(
             query=_with_pos(t, query_pos), key=_with_pos(memory, pos), value=memory,

@@ -107,19 +107,17 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch, 1)
 
         classes, masks = [], []
-        cls, mask, attn_mask = self.forward_prediction_heads(output, mask_features, size_list[0])
+        cls, mask, blocked = self._prediction_heads(output, mask_features, size_list[0])
         classes.append(cls)
         masks.append(mask)
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
-            # a query whose mask blocks every position would get NaNs: let it see everything
-            attn_mask[torch.where(attn_mask.sum(-1) == attn_mask.shape[-1])] = False
             output = self.transformer_cross_attention_layers[i](
-                output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_embed
+                output, src[level], memory_mask=self._memory_mask(blocked), pos=pos[level], query_pos=query_embed
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
             output = self.transformer_ffn_layers[i](output)
-            cls, mask, attn_mask = self.forward_prediction_heads(
+            cls, mask, blocked = self._prediction_heads(
                 output, mask_features, size_list[(i + 1) % self.num_feature_levels]
             )
             classes.append(cls)
@@ -135,13 +133,27 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class embeddings [B, Q, E], mask logits [B, Q, H/4, W/4] and the next attention mask
         bool [B * heads, Q, h * w] (True = blocked: predicted probability < 0.5 at that level)."""
+        outputs_class, outputs_mask, blocked = self._prediction_heads(output, mask_features, attn_mask_target_size)
+        return outputs_class, outputs_mask, blocked.repeat_interleave(self.num_heads, dim=0)
+
+    def _prediction_heads(
+        self, output: torch.Tensor, mask_features: torch.Tensor, attn_mask_target_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`forward_prediction_heads`, with the attention mask once per image [B, Q, h * w]
+        (the same for every head)."""
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # Q B C -> B Q C
         outputs_class = self.class_embed(decoder_output)
         mask_embed = self.mask_embed(decoder_output)
         outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-        attn_mask = F.interpolate(outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False)
-        attn_mask = attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1) < 0.5
-        return outputs_class, outputs_mask, attn_mask.detach()
+        blocked = F.interpolate(outputs_mask, size=attn_mask_target_size, mode="bilinear", align_corners=False)
+        return outputs_class, outputs_mask, (blocked.sigmoid().flatten(2) < 0.5).detach()
+
+    def _memory_mask(self, blocked: torch.Tensor) -> torch.Tensor:
+        """The cross-attention mask from ``blocked`` [B, Q, h * w]: [Q, h * w] for one image (the
+        attention broadcasts it over the heads, no per-head copy), else [B * heads, Q, h * w]."""
+        # a query whose mask blocks every position would get NaNs: let it see everything
+        blocked[blocked.all(dim=-1)] = False
+        return blocked[0] if blocked.shape[0] == 1 else blocked.repeat_interleave(self.num_heads, dim=0)
 
 
 def build_transformer_decoder(cfg: Any, in_channels: int) -> MultiScaleMaskedTransformerDecoder:
