@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from ..utils.allocator import keep_freed_memory
 from ..utils.errors import FreeSegError, closest
 from .args import default_argument_parser
 
@@ -148,6 +149,7 @@ def run_command(command: str, argv: Sequence[str], prog: str | None = None) -> i
         prog: name for usage lines (``train_net.py`` when called from that script).
     """
     prog = prog or f"freeseg {command}"
+    keep_freed_memory()  # CPU speed: see freeseg.utils.allocator
     try:
         if command in ("train", "eval"):
             return _run_training(command, argv, prog)
