@@ -19,6 +19,7 @@ from freeseg.modeling.clip import (
     mask_boxes,
     match_clip_to_state_dict,
 )
+from freeseg.modeling.clip.fast_visual import fast_visual_forward, supports_fast_forward
 from freeseg.modeling.clip.model import resolve_clip_name
 from freeseg.utils.errors import FreeSegError
 from tests.conftest import load_pt
@@ -193,3 +194,76 @@ def test_no_valid_region_means_no_clip_call_and_neutral_scores(fixture_a):
         r = adapter.classify_regions(image, empty, text)
     assert not r.valid.any() and r.features.shape == (0, 64)
     assert torch.equal(r.probs, torch.ones(3, 3))  # invalid queries get c = 1
+
+
+@pytest.mark.parametrize("quick_gelu", [True, False])
+def test_fast_visual_forward_matches_open_clip(quick_gelu):
+    arch = ClipArch(embed_dim=48, vision_layers=2, vision_width=128, vision_patch_size=8, image_size=32,
+                    context_length=77, vocab_size=49408, text_width=64, text_layers=1)
+    torch.manual_seed(0)
+    model = build_clip_from_arch(arch, quick_gelu=quick_gelu).eval()
+    assert supports_fast_forward(model.visual)
+    images = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        ref = model.encode_image(images)
+        fast = fast_visual_forward(model.visual, images)
+    torch.testing.assert_close(fast, ref, atol=1e-5 * ref.abs().max().item(), rtol=0)
+    # differentiable too (the QuickGELU scaling is not done in place when a backward needs it)
+    images.requires_grad_(True)
+    fast_visual_forward(model.visual, images).sum().backward()
+    g_fast, images.grad = images.grad.clone(), None
+    model.encode_image(images).sum().backward()
+    torch.testing.assert_close(g_fast, images.grad, atol=1e-5 * images.grad.abs().max().item(), rtol=0)
+
+
+def test_fast_visual_forward_declines_towers_it_does_not_reproduce():
+    from open_clip.transformer import VisionTransformer
+
+    plain = dict(image_size=32, patch_size=8, width=64, layers=1, heads=1, mlp_ratio=4.0, output_dim=32)
+    assert supports_fast_forward(VisionTransformer(**plain))
+    layer_scale = VisionTransformer(**plain, ls_init_value=0.1)
+    assert not supports_fast_forward(layer_scale)
+    assert fast_visual_forward(layer_scale, torch.randn(1, 3, 32, 32)) is None
+    assert not supports_fast_forward(VisionTransformer(**plain, pool_type="avg"))
+
+
+def test_fixture_clip_takes_the_fast_path_and_region_batch_does_not_change_scores(fixture_a):
+    adapter = _fixture_adapter(fixture_a)
+    assert supports_fast_forward(adapter.clip_model.visual)  # so the parity test above covers it
+    inputs, outputs = load_pt(fixture_a / "inputs.pt"), load_pt(fixture_a / "outputs.pt")
+    masks = load_pt(fixture_a / "intermediates.pt")[0]["clip_bin_masks"]
+    task, ref = next(iter(outputs["per_image"][0]["tasks"].items()))
+    scores = []
+    for batch in (0, 1, 3):
+        adapter.region_batch = batch
+        with torch.no_grad():
+            scores.append(adapter.classify_regions(inputs["images"][0], masks[task].float(), ref["text_features"]))
+    for r in scores[1:]:
+        torch.testing.assert_close(r.features, scores[0].features, atol=1e-6, rtol=0)
+    clip = adapter.clip_model
+    with pytest.raises(FreeSegError, match="REGION_BATCH"):
+        MaskFormerClipAdapter(clip, PromptLearner(prompt_dim=64, token_embedding=clip.token_embedding), region_batch=-1)
+
+
+def test_low_precision_regions_are_close_and_follow_the_weights(fixture_a):
+    adapter = _fixture_adapter(fixture_a)
+    inputs, outputs = load_pt(fixture_a / "inputs.pt"), load_pt(fixture_a / "outputs.pt")
+    masks = load_pt(fixture_a / "intermediates.pt")[0]["clip_bin_masks"]
+    task, ref = next(iter(outputs["per_image"][0]["tasks"].items()))
+    keys = set(adapter.state_dict())
+    adapter.region_dtype = "bfloat16"
+    with torch.no_grad():
+        low = adapter.classify_regions(inputs["images"][0], masks[task].float(), ref["text_features"])
+    assert set(adapter.state_dict()) == keys  # the bf16 copy is not part of the checkpoint
+    assert low.features.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(low.features, ref["clip_region_features"])
+    assert cos.min() > 0.999 and not torch.equal(low.features, ref["clip_region_features"])
+    # new CLIP weights (a checkpoint load) make a new low-precision copy
+    with torch.no_grad():
+        adapter.clip_model.visual.proj.mul_(-1)
+        flipped = adapter.classify_regions(inputs["images"][0], masks[task].float(), ref["text_features"])
+    torch.testing.assert_close(flipped.features, -low.features, atol=1e-6, rtol=0)
+    clip = adapter.clip_model
+    with pytest.raises(FreeSegError, match="REGION_DTYPE"):
+        MaskFormerClipAdapter(clip, PromptLearner(prompt_dim=64, token_embedding=clip.token_embedding),
+                              region_dtype="int8")

@@ -51,6 +51,8 @@ def build_clip_adapter(cfg: Any, *, stage2: bool = True) -> ClipAdapter:
             mask_expand_ratio=float(ca.MASK_EXPAND_RATIO),
             mask_thr=float(ca.MASK_THR),
             mask_matting=bool(ca.MASK_MATTING),
+            region_batch=int(ca.REGION_BATCH),
+            region_dtype=str(ca.REGION_DTYPE),
         )
     if weights:  # a real CLIP is there now: its width must match the prompts
         adapter.check_clip()
