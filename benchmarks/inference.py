@@ -12,6 +12,8 @@ processes hits them alike; medians are reported):
   (``MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL``);
 - ``fast``: ``MODEL.CLIP_ADAPTER.REGION_TOPK`` = ``--topk`` (only the best k queries' regions
   go through CLIP); its agreement with the exact path is measured on the same image;
+- ``bf16``: ``MODEL.CLIP_ADAPTER.REGION_DTYPE bfloat16`` (regions through a bf16 copy of CLIP's
+  image tower), alone and with the fast mode; agreement measured likewise;
 - ``masks``: the class-agnostic part (backbone, pixel decoder, text-conditioned decoder; no
   CLIP regions, no post-processing);
 - ``peer``: Hugging Face transformers' ``Mask2FormerForUniversalSegmentation`` with a ResNet-50
@@ -104,17 +106,19 @@ def set_impl(model: torch.nn.Module, impl: str) -> None:
             m.impl = impl
 
 
-def configure(model: torch.nn.Module, impl: str, tasks: str, topk: int) -> None:
+def configure(model: torch.nn.Module, impl: str, tasks: str, topk: int, dtype: str) -> None:
     set_impl(model, impl)
     model.eval_tasks = [SEM] if tasks == "semantic" else [SEM, INS, PAN]
     model.region_topk = topk
+    model.clip_adapter.region_dtype = dtype
 
 
-def ours_runner(model: torch.nn.Module, image: torch.Tensor, impl: str, tasks: str, topk: int) -> Callable[[], Any]:
+def ours_runner(model: torch.nn.Module, image: torch.Tensor, impl: str, tasks: str, topk: int,
+                dtype: str = "float32") -> Callable[[], Any]:
     sample = {"image": image, "height": image.shape[1], "width": image.shape[2]}
 
     def run() -> Any:
-        configure(model, impl, tasks, topk)
+        configure(model, impl, tasks, topk, dtype)
         return model([sample])[0]
 
     return run
@@ -159,8 +163,16 @@ def semantic_agreement(exact: torch.Tensor, fast: torch.Tensor) -> tuple[float, 
     return float((a == b).float().mean()), float(np.mean(ious))
 
 
-def timing(args: argparse.Namespace) -> None:
+def setup(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    if args.malloc == "freeseg":  # what the freeseg commands do (freeseg.utils.allocator)
+        from freeseg.utils.allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
+def timing(args: argparse.Namespace) -> None:
+    setup(args)
     image = test_image(args.short_side)
     runners: dict[str, Callable[[], Any]] = {}
     text_s: dict[str, float] = {}
@@ -175,7 +187,10 @@ def timing(args: argparse.Namespace) -> None:
             for tasks in ("semantic", "all3"):
                 runners[f"{bb} {tasks} {impl}"] = ours_runner(model, image, impl, tasks, 0)
         for tasks in ("semantic", "all3"):
+            runners[f"{bb} {tasks} cpu bf16"] = ours_runner(model, image, "cpu", tasks, 0, "bfloat16")
             runners[f"{bb} {tasks} cpu fast(k={args.topk})"] = ours_runner(model, image, "cpu", tasks, args.topk)
+            runners[f"{bb} {tasks} cpu fast(k={args.topk}) bf16"] = ours_runner(
+                model, image, "cpu", tasks, args.topk, "bfloat16")
         runners[f"{bb} masks cpu"] = masks_runner(model, image, "cpu")
         runners[f"{bb} masks pytorch"] = masks_runner(model, image, "pytorch")
     if not args.no_peer:
@@ -210,7 +225,8 @@ def report(args, image, times, cpu, last, text_s) -> None:
     idle = {k: statistics.median(v) / args.threads for k, v in cpu.items()}
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__}, {args.threads} threads; load average now {os.getloadavg()}")
-    print(f"input {tuple(image.shape[1:])}, 171 classes, 100 queries, batch 1, median of {args.repeats}")
+    print(f"input {tuple(image.shape[1:])}, 171 classes, 100 queries, batch 1, median of {args.repeats}, "
+          f"malloc {args.malloc}")
     peer = med.get("peer HF Mask2Former R50 (forward)")
     peer_idle = idle.get("peer HF Mask2Former R50 (forward)")
     print(f"\n{'variant':<36}{'wall s':>8}{'CPU s/thr':>10}  ratio (wall; idle estimate)")
@@ -225,7 +241,8 @@ def report(args, image, times, cpu, last, text_s) -> None:
         print(f"{name:<36}{t:>8.2f}{e:>10.2f}  {ratio}")
     for bb, t in text_s.items():
         print(f"{bb}: text features for 171 classes (all tasks needed), once per run: {t:.2f} s wall")
-    print("\nexactness (same image):")
+    print("\nexactness (same image; with random weights the label maps of the settings that change "
+          "results say little about accuracy: benchmarks/fast_modes_accuracy.py measures that):")
     for bb in args.backbones:
         def out(name: str) -> Any:
             return last.get(f"{bb} {name}")
@@ -243,21 +260,22 @@ def report(args, image, times, cpu, last, text_s) -> None:
         if out("masks cpu") is not None and out("masks pytorch") is not None:
             d = (out("masks cpu") - out("masks pytorch")).abs().max().item()
             print(f"  {bb}: mask logits, compiled op vs pytorch path: max |diff| {d:.2e}")
-        fast = out(f"semantic cpu fast(k={args.topk})")
-        if out("semantic cpu") is not None and fast is not None:
-            acc, miou = semantic_agreement(out("semantic cpu")["sem_seg"], fast["sem_seg"])
-            print(f"  {bb}: fast mode (k={args.topk}) vs exact: semantic pixel agreement {acc:.3f}, mIoU vs exact {miou:.3f}")
+        for mode in ("bf16", f"fast(k={args.topk})", f"fast(k={args.topk}) bf16"):
+            fast = out(f"semantic cpu {mode}")
+            if out("semantic cpu") is not None and fast is not None:
+                acc, miou = semantic_agreement(out("semantic cpu")["sem_seg"], fast["sem_seg"])
+                print(f"  {bb}: {mode} vs exact: semantic pixel agreement {acc:.4f}, mIoU vs exact {miou:.4f}")
 
 
 def memory_worker(spec: str, args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
+    setup(args)
     image = test_image(args.short_side)
     if spec == "peer":
         run = peer_runner(build_peer(), image)
     else:
-        bb, tasks, impl, topk = spec.split(":")
+        bb, tasks, impl, topk, dtype = spec.split(":")
         model = build_ours(bb, args.short_side)
-        run = ours_runner(model, image, impl, tasks, int(topk))
+        run = ours_runner(model, image, impl, tasks, int(topk), dtype)
     after_build = _rss_now_mb()
     run()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -270,14 +288,17 @@ def _rss_now_mb() -> float:
 
 
 def memory(args: argparse.Namespace) -> None:
-    specs = [f"{bb}:{t}:{impl}:0" for bb in args.backbones for t in ("semantic", "all3") for impl in ("cpu", "pytorch")]
-    specs += [f"{bb}:{t}:cpu:{args.topk}" for bb in args.backbones for t in ("semantic", "all3")]
+    specs = [f"{bb}:{t}:{impl}:0:float32" for bb in args.backbones for t in ("semantic", "all3")
+             for impl in ("cpu", "pytorch")]
+    specs += [f"{bb}:{t}:cpu:{k}:{d}" for bb in args.backbones for t in ("semantic", "all3")
+              for k, d in ((0, "bfloat16"), (args.topk, "float32"))]
     if args.only:
         specs = [s for s in specs if any(o in s for o in args.only)]
     specs += [] if args.no_peer else ["peer"]
     print(f"\n{'variant (one process each)':<32}{'peak RSS MB':>12}{'growth MB':>11}")
     for spec in specs:
-        cmd = [sys.executable, __file__, "--worker", spec, "--threads", str(args.threads), "--short-side", str(args.short_side)]
+        cmd = [sys.executable, __file__, "--worker", spec, "--threads", str(args.threads), "--short-side",
+               str(args.short_side), "--malloc", args.malloc]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         data = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{spec:<32}{data['peak_rss_mb']:>12.0f}{data['peak_rss_mb'] - data['after_build_mb']:>11.0f}", flush=True)
@@ -292,6 +313,9 @@ def main() -> None:
     p.add_argument("--topk", type=int, default=10, help="REGION_TOPK of the fast mode")
     p.add_argument("--only", nargs="+", default=[], help="time only variants whose name contains one of these")
     p.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
+    p.add_argument("--malloc", choices=["freeseg", "default"], default="freeseg",
+                   help="freeseg: glibc keeps freed memory, as the freeseg commands set it (for every model in "
+                        "the process, the peer too); default: glibc's defaults")
     p.add_argument("--memory", action="store_true", help="peak memory per variant (subprocesses) instead of timing")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args()

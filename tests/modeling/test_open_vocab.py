@@ -155,3 +155,19 @@ def test_fast_mode_scores_skipped_queries_by_the_segmenter_alone(model):
     # CLIP-scored queries: the exact path's scores; skipped ones: the segmenter's own p
     torch.testing.assert_close(fast.scores[chosen], exact.scores[chosen])
     torch.testing.assert_close(fast.scores[skipped], probs[skipped])
+
+
+def test_region_batch_and_dtype_keys_reach_the_model(model, tmp_path):
+    other = freeseg.build_model(_cfg(tmp_path, **{"MODEL.CLIP_ADAPTER.REGION_BATCH": 3,
+                                                 "MODEL.CLIP_ADAPTER.REGION_DTYPE": "bfloat16"}))
+    assert other.clip_adapter.region_batch == 3 and other.clip_adapter.region_dtype == "bfloat16"
+    other.load_state_dict(model.state_dict())
+    other.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
+    sample = _sample(seed=5)
+    exact = model.predict_tasks([sample])[0]["semantic segmentation."]
+    low = other.eval().predict_tasks([sample])[0]["semantic segmentation."]
+    assert torch.equal(low.region.valid, exact.region.valid) and exact.region.valid.sum() > 3
+    cos = torch.nn.functional.cosine_similarity(low.region.features, exact.region.features)
+    assert cos.min() > 0.999 and not torch.equal(low.region.features, exact.region.features)
+    with pytest.raises(FreeSegError, match="REGION_DTYPE"):
+        freeseg.build_model(_cfg(tmp_path, **{"MODEL.CLIP_ADAPTER.REGION_DTYPE": "half"}))

@@ -240,7 +240,6 @@ class MaskFormerClipAdapter(ClipAdapter):
         full[valid] = probs
         return RegionScores(valid=valid, boxes=boxes, features=feats, logits=logits, probs=full)
 
-
     def region_features(self, crops: Tensor) -> Tensor:
         """Normalised fp32 CLIP features [N, D] of crops [N, 3, S, S], in ``region_dtype``."""
         dtype = REGION_DTYPES[self.region_dtype]
