@@ -180,8 +180,9 @@ def timing(args: argparse.Namespace) -> None:
         model = build_ours(bb, args.short_side)
         start = time.perf_counter()
         all_tasks = not args.only or any("all3" in o for o in args.only)
-        for task in (SEM, INS, PAN) if all_tasks else (SEM,):
-            model.clip_adapter.text_features(list(model.vocabulary.class_names), task)
+        with torch.no_grad():  # as in inference (the prompts are parameters)
+            for task in (SEM, INS, PAN) if all_tasks else (SEM,):
+                model.clip_adapter.text_features(list(model.vocabulary.class_names), task)
         text_s[bb] = time.perf_counter() - start
         for impl in ("cpu", "pytorch"):
             for tasks in ("semantic", "all3"):

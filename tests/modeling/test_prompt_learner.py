@@ -121,3 +121,24 @@ def test_text_features_match_reference(fixture_a):
         with torch.no_grad():
             got = adapter.text_features(inputs["class_names"], task)
         torch.testing.assert_close(got, ref["text_features"], atol=1e-4, rtol=0)
+
+
+def test_text_tower_skips_padding_only_under_a_causal_mask(adapter):
+    from freeseg.modeling.clip.model import encode_text_embeddings
+
+    clip = adapter.clip_model
+    torch.manual_seed(0)
+    x, eot = torch.randn(3, 77, clip.ln_final.weight.shape[0]), torch.tensor([5, 12, 30])
+
+    def full_length(mask):
+        h = clip.ln_final(clip.transformer(x + clip.positional_embedding, attn_mask=mask))
+        return h[torch.arange(3), eot] @ clip.text_projection
+
+    causal = clip.attn_mask
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_embeddings(clip, x, eot), full_length(causal))
+        clip.attn_mask = torch.zeros_like(causal)  # bidirectional: the padding does matter
+        try:
+            torch.testing.assert_close(encode_text_embeddings(clip, x, eot), full_length(clip.attn_mask))
+        finally:
+            clip.attn_mask = causal

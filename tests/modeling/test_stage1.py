@@ -89,4 +89,6 @@ def test_stage1_matches_reference(fixture_a):
         torch.testing.assert_close(images, ref["normalized_masked_images"], atol=1e-6, rtol=0)
         torch.testing.assert_close(text_features, ref["tasks"][task]["text_features"], atol=1e-4, rtol=0)
         torch.testing.assert_close(image_features, ref["tasks"][task]["image_features"], atol=1e-4, rtol=0)
-        torch.testing.assert_close(logits, ref["tasks"][task]["logits"], atol=1e-4, rtol=0)
+        # logits are 100 x cosine: 2.5e-4 is 2.5e-6 on the cosine, float rounding of another
+        # summation order (the text tower skips the padding after EOT); NOTES.md suggests 1e-3
+        torch.testing.assert_close(logits, ref["tasks"][task]["logits"], atol=2.5e-4, rtol=0)
