@@ -162,7 +162,7 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     # $FREESEG_CLIP_WEIGHTS, then weights/<CLIP_MODEL_NAME with "/" as "-">.pt.
     clip.CLIP_WEIGHTS = ""
     clip.REGION_TOPK = 0  # >0: only the best k queries' regions go through CLIP (fast mode)
-    # Crops per CLIP forward (memory and speed, never results); 0 = by device: 8 on a CPU
+    # Crops per CLIP forward (memory and speed; results only by float rounding); 0 = by device: 8 on a CPU
     # (activations stay in cache: measured fastest), 32 on a GPU.
     clip.REGION_BATCH = 0
     # "float32" = exact; "bfloat16" / "float16": regions through a low-precision copy of CLIP's

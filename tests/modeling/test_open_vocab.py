@@ -171,3 +171,34 @@ def test_region_batch_and_dtype_keys_reach_the_model(model, tmp_path):
     assert cos.min() > 0.999 and not torch.equal(low.region.features, exact.region.features)
     with pytest.raises(FreeSegError, match="REGION_DTYPE"):
         freeseg.build_model(_cfg(tmp_path, **{"MODEL.CLIP_ADAPTER.REGION_DTYPE": "half"}))
+
+
+def test_panoptic_skips_regions_that_cannot_pass_its_threshold(model, monkeypatch):
+    import dataclasses
+
+    from freeseg.modeling.meta_arch.outputs import postprocess_image
+
+    sample = _sample(seed=6)
+    exact_tasks = model.predict_tasks([sample])[0]
+    pan = exact_tasks["panoptic segmentation."]
+    probs = torch.softmax(pan.pred_logits, -1)[:, :-1]
+    flags = torch.tensor([1, 0, 1])
+    bounds = model._panoptic_candidates  # threshold between the queries' bounds: some pass, some not
+    upper = torch.where(flags.bool(), probs ** 0.8, probs ** 0.2).max(1).values  # weight 0.8
+    assert torch.equal(bounds(probs, flags), upper > model.thresholds.object_mask)
+    threshold = float(upper.sort().values[len(upper) // 2])
+    monkeypatch.setattr(model, "thresholds", dataclasses.replace(model.thresholds, object_mask=threshold))
+    scored = []
+    real = model.clip_adapter.classify_regions
+
+    def spy(*args, **kwargs):
+        scored.append(int(real(*args, **kwargs).valid.sum()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.clip_adapter, "classify_regions", spy)
+    out = model([sample])[0]
+    assert scored[-1] < scored[0] and scored[-1] > 0  # panoptic: fewer regions than semantic
+    exact = postprocess_image(exact_tasks, (sample["height"], sample["width"]), model.vocabulary, model.thresholds)
+    assert torch.equal(out["panoptic_seg"][0], exact["panoptic_seg"][0]) and exact["panoptic_seg"][1]
+    assert out["panoptic_seg"][1] == exact["panoptic_seg"][1]
+    assert torch.equal(out["instances"]["scores"], exact["instances"]["scores"])

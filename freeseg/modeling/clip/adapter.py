@@ -157,7 +157,8 @@ class MaskFormerClipAdapter(ClipAdapter):
         mask_expand_ratio: box scale about its centre before cropping.
         mask_thr: sigmoid threshold of the binary crop masks (query valid if any pixel on).
         mask_matting: weight the crop by the soft mask instead of the binary one.
-        region_batch: crops per CLIP forward (memory and speed, not results); 0 = by device,
+        region_batch: crops per CLIP forward (memory and speed; results only by float rounding,
+            ~1e-6); 0 = by device,
             8 on a CPU (the activations of 8 ViT-B crops stay in cache), 32 on a GPU.
         region_dtype: "float32" (exact), or "bfloat16" / "float16": the crops go through a
             copy of CLIP's image tower in that precision (about 2x faster on CPUs with native

@@ -212,9 +212,15 @@ class OpenVocabulary(nn.Module):
 
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_tasks(self, batch: list[dict]) -> list[dict[str, TaskPrediction]]:
+    def predict_tasks(self, batch: list[dict], *, panoptic_only: bool = False) -> list[dict[str, TaskPrediction]]:
         """Raw per-task predictions for each image: backbone + pixel decoder once, then per task
-        the text-conditioned decoder, CLIP region scores and ensemble."""
+        the text-conditioned decoder, CLIP region scores and ensemble.
+
+        ``panoptic_only``: the panoptic task's scores will only feed the panoptic inference, so
+        CLIP skips the regions of queries that cannot pass its score threshold whatever CLIP
+        says (:meth:`_panoptic_candidates`); their scores are then those bounds, not the exact
+        ones, while the panoptic result is the same.
+        """
         vocab = self._vocab()
         names = list(vocab.class_names)
         images, sizes = self.preprocess(batch)
@@ -224,10 +230,11 @@ class OpenVocabulary(nn.Module):
             text = self.clip_adapter.text_features(names, task)
             outputs = self.to_logits(self.sem_seg_head.decode(encoded, text), text)
             for i, x in enumerate(batch):
-                results[i][task] = self._predict_image(x, i, outputs, text, sizes[i], images.shape[-2:], vocab)
+                prune = panoptic_only and task == PANOPTIC
+                results[i][task] = self._predict_image(x, i, outputs, text, sizes[i], images.shape[-2:], vocab, prune)
         return results
 
-    def _predict_image(self, sample, i, outputs, text, size, padded, vocab) -> TaskPrediction:
+    def _predict_image(self, sample, i, outputs, text, size, padded, vocab, prune=False) -> TaskPrediction:
         from ...postprocess import upsample_masks
 
         logits, masks = outputs["pred_logits"][i], outputs["pred_masks"][i]
@@ -235,10 +242,14 @@ class OpenVocabulary(nn.Module):
         probs = F.softmax(logits, dim=-1)[:, :-1]
         region, scores, keep = None, probs, torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
         if self.clip_ensemble:
+            flags = None if vocab.trainable_flag is None else torch.tensor(vocab.trainable_flag, device=self.device)
             select = None
             if self.region_topk > 0:  # fast mode: only the most confident queries go through CLIP
                 select = torch.zeros_like(keep)
                 select[probs.max(dim=1).values.topk(min(self.region_topk, len(select))).indices] = True
+            candidates = self._panoptic_candidates(probs, flags) if prune else None
+            if candidates is not None:
+                select = candidates if select is None else select & candidates
             image = sample["image"].to(self.device)
             region = self.clip_adapter.classify_regions(image, mask_logits.sigmoid(), text, select=select)
             clip_probs = region.probs
@@ -246,9 +257,9 @@ class OpenVocabulary(nn.Module):
                 # A query that CLIP skipped has no CLIP evidence: c = p makes its ensembled score
                 # p itself. (c = 1, the original's value for empty masks, would rank it above
                 # the queries that CLIP did score.) Empty masks keep c = 1 as in the original.
+                # (A query skipped as no panoptic candidate scores p <= its bound: dropped still.)
                 skipped = ~select & (mask_logits.sigmoid() > self.clip_adapter.mask_thr).flatten(1).any(1)
                 clip_probs = torch.where(skipped[:, None], probs, clip_probs)
-            flags = None if vocab.trainable_flag is None else torch.tensor(vocab.trainable_flag, device=self.device)
             scores, keep = ensemble_scores(probs, clip_probs, region.valid, flags, self.clip_ensemble_weight)
         return TaskPrediction(
             class_embed=outputs["class_embed"][i],
@@ -262,12 +273,29 @@ class OpenVocabulary(nn.Module):
             keep=keep,
         )
 
+    def _panoptic_candidates(self, probs: Tensor, flags: Tensor | None) -> Tensor | None:
+        """bool [Q]: queries whose ensembled score can pass the panoptic threshold.
+
+        The ensemble raises the segmenter's p to a power and multiplies by CLIP's c raised to a
+        non-negative power (for 0 <= weight <= 1); c <= 1, so the score with c = 1 bounds every
+        score CLIP can give (IEEE products and powers are monotonic, so the bound holds in
+        floats too). A query whose bound is not above ``OBJECT_MASK_THRESHOLD`` is dropped by the
+        panoptic inference whatever its region looks like. None where no bound holds.
+        """
+        weight = self.clip_ensemble_weight
+        if not 0.0 < weight <= 1.0:
+            return None
+        everything = torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
+        bound, _ = ensemble_scores(probs, torch.ones_like(probs), everything, flags, weight)
+        return bound.max(dim=1).values > self.thresholds.object_mask
+
     @torch.no_grad()
     def inference(self, batch: list[dict]) -> list[dict[str, Any]]:
         """Post-processed outputs per image (docs/architecture.md, "Model calling convention")."""
         vocab = self._vocab()
         results = []
-        for x, tasks in zip(batch, self.predict_tasks(batch)):
+        # the entity output ranks every panoptic query by its exact score: no pruning then
+        for x, tasks in zip(batch, self.predict_tasks(batch, panoptic_only=not self.entity_on)):
             size = tuple(x["image"].shape[-2:])
             out_size = (int(x.get("height", size[0])), int(x.get("width", size[1])))
             results.append(postprocess_image(tasks, out_size, vocab, self.thresholds, self.entity_on))
