@@ -8,6 +8,9 @@ CLIP), random weights (nothing is downloaded), the 171 COCO-Stuff class names, o
 Variants, all timed in one process and interleaved round-robin (so that load from other
 processes hits them alike; medians are reported):
 - ``semantic`` / ``all3``: only the semantic task, or semantic + instance + panoptic;
+- ``no panoptic pruning``: all three tasks with every panoptic region through CLIP (the model
+  skips the regions of queries that cannot pass the panoptic threshold; with random weights
+  that is all of them, so this variant is what a trained model's cost approaches);
 - ``cpu`` / ``pytorch``: the compiled deformable-attention op or the grid_sample path
   (``MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL``);
 - ``fast``: ``MODEL.CLIP_ADAPTER.REGION_TOPK`` = ``--topk`` (only the best k queries' regions
@@ -124,6 +127,21 @@ def ours_runner(model: torch.nn.Module, image: torch.Tensor, impl: str, tasks: s
     return run
 
 
+def unpruned_runner(model: torch.nn.Module, image: torch.Tensor) -> Callable[[], Any]:
+    """All three tasks with every panoptic region through CLIP (the exact per-task scores,
+    as ``predict_tasks`` returns them), post-processed like the model does."""
+    from freeseg.modeling.meta_arch.outputs import postprocess_image
+
+    sample = {"image": image, "height": image.shape[1], "width": image.shape[2]}
+
+    def run() -> Any:
+        configure(model, "cpu", "all3", 0, "float32")
+        tasks = model.predict_tasks([sample])[0]
+        return postprocess_image(tasks, tuple(image.shape[1:]), model.vocabulary, model.thresholds)
+
+    return run
+
+
 def masks_runner(model: torch.nn.Module, image: torch.Tensor, impl: str) -> Callable[[], Any]:
     """Backbone + pixel decoder + one text-conditioned decoder pass (text features cached)."""
     names = list(model.vocabulary.class_names)
@@ -187,6 +205,7 @@ def timing(args: argparse.Namespace) -> None:
         for impl in ("cpu", "pytorch"):
             for tasks in ("semantic", "all3"):
                 runners[f"{bb} {tasks} {impl}"] = ours_runner(model, image, impl, tasks, 0)
+        runners[f"{bb} all3 cpu, no panoptic pruning"] = unpruned_runner(model, image)
         for tasks in ("semantic", "all3"):
             runners[f"{bb} {tasks} cpu bf16"] = ours_runner(model, image, "cpu", tasks, 0, "bfloat16")
             runners[f"{bb} {tasks} cpu fast(k={args.topk})"] = ours_runner(model, image, "cpu", tasks, args.topk)
@@ -255,6 +274,11 @@ def report(args, image, times, cpu, last, text_s) -> None:
             inst_c, inst_p = out("all3 cpu")["instances"], out("all3 pytorch")["instances"]
             print(f"  {bb}: compiled vs pytorch: panoptic ids equal {torch.equal(pan_c[0], pan_p[0])}, "
                   f"instance masks equal {torch.equal(inst_c['pred_masks'], inst_p['pred_masks'])}")
+        if out("all3 cpu") is not None and out("all3 cpu, no panoptic pruning") is not None:
+            a, b = out("all3 cpu")["panoptic_seg"], out("all3 cpu, no panoptic pruning")["panoptic_seg"]
+            print(f"  {bb}: panoptic with vs without skipping hopeless regions: ids equal {torch.equal(a[0], b[0])}, "
+                  f"segments equal {a[1] == b[1]} ({len(a[1])} segments; with random weights no query can pass "
+                  f"the threshold, so every panoptic region is skipped)")
         if out("semantic cpu") is not None and out("all3 cpu") is not None:
             print(f"  {bb}: semantic-only sem_seg == all-task sem_seg: "
                   f"{torch.equal(out('semantic cpu')['sem_seg'], out('all3 cpu')['sem_seg'])}")
