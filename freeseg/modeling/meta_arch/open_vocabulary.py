@@ -218,8 +218,8 @@ class OpenVocabulary(nn.Module):
 
         ``panoptic_only``: the panoptic task's scores will only feed the panoptic inference, so
         CLIP skips the regions of queries that cannot pass its score threshold whatever CLIP
-        says (:meth:`_panoptic_candidates`); their scores are then those bounds, not the exact
-        ones, while the panoptic result is the same.
+        says (:meth:`_panoptic_candidates`); their scores are then not the exact ones (they stay
+        at or below the threshold), while the panoptic result is the same.
         """
         vocab = self._vocab()
         names = list(vocab.class_names)
@@ -277,7 +277,7 @@ class OpenVocabulary(nn.Module):
         """bool [Q]: queries whose ensembled score can pass the panoptic threshold.
 
         The ensemble raises the segmenter's p to a power and multiplies by CLIP's c raised to a
-        non-negative power (for 0 <= weight <= 1); c <= 1, so the score with c = 1 bounds every
+        non-negative power (for 0 < weight <= 1); c <= 1, so the score with c = 1 bounds every
         score CLIP can give (IEEE products and powers are monotonic, so the bound holds in
         floats too). A query whose bound is not above ``OBJECT_MASK_THRESHOLD`` is dropped by the
         panoptic inference whatever its region looks like. None where no bound holds.
