@@ -251,14 +251,15 @@ class OpenVocabulary(nn.Module):
             if candidates is not None:
                 select = candidates if select is None else select & candidates
             image = sample["image"].to(self.device)
-            region = self.clip_adapter.classify_regions(image, mask_logits.sigmoid(), text, select=select)
+            mask_probs = mask_logits.sigmoid()  # [Q, H, W] at input size: computed once
+            region = self.clip_adapter.classify_regions(image, mask_probs, text, select=select)
             clip_probs = region.probs
             if select is not None:
                 # A query that CLIP skipped has no CLIP evidence: c = p makes its ensembled score
                 # p itself. (c = 1, the original's value for empty masks, would rank it above
                 # the queries that CLIP did score.) Empty masks keep c = 1 as in the original.
                 # (A query skipped as no panoptic candidate scores p <= its bound: dropped still.)
-                skipped = ~select & (mask_logits.sigmoid() > self.clip_adapter.mask_thr).flatten(1).any(1)
+                skipped = ~select & (mask_probs > self.clip_adapter.mask_thr).flatten(1).any(1)
                 clip_probs = torch.where(skipped[:, None], probs, clip_probs)
             scores, keep = ensemble_scores(probs, clip_probs, region.valid, flags, self.clip_ensemble_weight)
         return TaskPrediction(
