@@ -116,6 +116,12 @@ def add_freeseg_config(cfg: CN) -> None:
     cfg.TEST.DENSE_CRF = False
     cfg.TEST.OPTIM = CN()
     cfg.TEST.OPTIM.LR = 0.001
+    # Inference under autocast: backbone, pixel decoder and mask decoder in DTYPE (about 1.5x
+    # faster on CPUs with native bf16, more on GPUs); CLIP text and post-processing stay fp32,
+    # the region crops follow MODEL.CLIP_ADAPTER.REGION_DTYPE. Changes results slightly.
+    cfg.TEST.AMP = CN()
+    cfg.TEST.AMP.ENABLED = False
+    cfg.TEST.AMP.DTYPE = "bfloat16"  # or "float16"
 
     head = cfg.MODEL.SEM_SEG_HEAD
     head.EMBEDDING_DIM = 512

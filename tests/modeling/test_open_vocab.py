@@ -202,3 +202,44 @@ def test_panoptic_skips_regions_that_cannot_pass_its_threshold(model, monkeypatc
     assert torch.equal(out["panoptic_seg"][0], exact["panoptic_seg"][0]) and exact["panoptic_seg"][1]
     assert out["panoptic_seg"][1] == exact["panoptic_seg"][1]
     assert torch.equal(out["instances"]["scores"], exact["instances"]["scores"])
+
+
+def test_test_amp_runs_the_network_in_bf16_and_the_rest_in_fp32(model, tmp_path):
+    other = freeseg.build_model(_cfg(tmp_path, **{"TEST.AMP.ENABLED": True}))
+    assert other.inference_dtype == torch.bfloat16
+    other.load_state_dict(model.state_dict())
+    other.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
+    other.eval()
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen.setdefault(name, output.dtype)
+        return hook
+
+    hooks = [mod.register_forward_hook(record(name)) for name, mod in (("backbone conv", other.backbone.stem.conv1),
+                               ("pixel decoder", other.sem_seg_head.pixel_decoder.input_proj[0][0]))]
+    sample = _sample(seed=3)
+    exact = model.predict_tasks([sample])[0]["semantic segmentation."]
+    low = other.predict_tasks([sample])[0]["semantic segmentation."]
+    # the pixel decoder, fp32 under autocast by default (as upstream), joins in under TEST.AMP
+    assert seen == {"backbone conv": torch.bfloat16, "pixel decoder": torch.bfloat16}
+    for field in ("pred_logits", "pred_masks", "mask_logits", "scores"):
+        a, b = getattr(exact, field), getattr(low, field)
+        assert b.dtype == torch.float32, field
+        assert not torch.equal(a, b) and torch.allclose(a, b, rtol=0.1, atol=0.1 * a.abs().max().item()), field
+    assert all(m.dtype == torch.float32 for m in low.aux_pred_masks)
+    out = other([sample])[0]
+    assert out["sem_seg"].dtype == torch.float32 and out["panoptic_seg"][0].shape == (80, 104)
+    # training keeps the upstream fp32 pixel decoder even when TEST.AMP is on
+    seen.clear()
+    other.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        other([sample])
+    assert seen == {"backbone conv": torch.bfloat16, "pixel decoder": torch.float32}
+    for h in hooks:
+        h.remove()
+    other.inference_dtype = None
+    assert not other.sem_seg_head.pixel_decoder.low_precision_inference
+    with pytest.raises(FreeSegError, match="TEST.AMP.DTYPE"):
+        freeseg.build_model(_cfg(tmp_path, **{"TEST.AMP.ENABLED": True, "TEST.AMP.DTYPE": "half"}))

@@ -256,7 +256,7 @@ class MaskFormerClipAdapter(ClipAdapter):
         source = self.clip_model.visual
         stamp = (id(source), dtype, device, tuple((id(p), p._version) for p in source.parameters()))
         if not self._low_precision_visual or self._low_precision_visual[0] != stamp:
-            if dtype == torch.bfloat16 and device.type == "cpu" and not _cpu_has_native_bf16():
+            if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
                 logger.warning("MODEL.CLIP_ADAPTER.REGION_DTYPE bfloat16: this CPU has no native bf16, "
                                "so it will be slower than float32; set it to float32")
             self._low_precision_visual[:] = [stamp, copy.deepcopy(source).to(device=device, dtype=dtype).eval()]
@@ -266,7 +266,8 @@ class MaskFormerClipAdapter(ClipAdapter):
 REGION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

@@ -12,6 +12,8 @@ instance/panoptic results come from Mask2Former's correct inference (docs/differ
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -24,10 +26,13 @@ from torch.nn import functional as F
 from ...utils import comm
 from ...utils.errors import FreeSegError
 from ..clip import MaskFormerClipAdapter, RegionScores, build_clip_adapter, ensemble_scores
+from ..clip.adapter import cpu_has_native_bf16
 from .outputs import TaskThresholds, postprocess_image
 from .vocabulary import TASK_TARGET_KEYS, Vocabulary
 
 SEMANTIC, INSTANCE, PANOPTIC = "semantic segmentation.", "instance segmentation.", "panoptic segmentation."
+INFERENCE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # TEST.AMP.DTYPE
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class OpenVocabulary(nn.Module):
         entity_on: bool = False,
         thresholds: TaskThresholds = TaskThresholds(),
         seed: int = 0,
+        inference_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         unknown = [t for t in task_names if t not in TASK_TARGET_KEYS]
@@ -98,6 +104,7 @@ class OpenVocabulary(nn.Module):
         # One task per iteration per rank (FreeSeg: random.choice, ranks seeded SEED + rank).
         self._task_rng = random.Random(seed + comm.get_rank())
         self.vocabulary: Vocabulary | None = None
+        self.inference_dtype = inference_dtype
 
     @classmethod
     def from_config(cls, cfg: Any) -> "OpenVocabulary":
@@ -112,6 +119,12 @@ class OpenVocabulary(nn.Module):
                 f"MODEL.CLIP_ADAPTER.PROMPT_DIM {ca.PROMPT_DIM}: class embeddings are compared with CLIP text features"
             )
         backbone = build_backbone(cfg)
+        inference_dtype = None
+        if cfg.TEST.AMP.ENABLED:
+            name = str(cfg.TEST.AMP.DTYPE)
+            if name not in INFERENCE_DTYPES:
+                raise FreeSegError(f"TEST.AMP.DTYPE={name!r} is unknown; use one of {sorted(INFERENCE_DTYPES)}")
+            inference_dtype = INFERENCE_DTYPES[name]
         seed = int(cfg.SEED) if int(cfg.SEED) >= 0 else int.from_bytes(os.urandom(4), "little")
         return cls(
             backbone=backbone,
@@ -134,11 +147,52 @@ class OpenVocabulary(nn.Module):
                 topk_per_image=int(mf.TEST.TEST_TOPK_PER_IMAGE),
             ),
             seed=seed,
+            inference_dtype=inference_dtype,
         )
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    @property
+    def inference_dtype(self) -> torch.dtype | None:
+        """``TEST.AMP``: None = fp32 inference; bfloat16 / float16 = backbone, pixel decoder and
+        mask decoder under autocast in that dtype (text features, CLIP regions unless
+        ``REGION_DTYPE`` says otherwise, ensemble and post-processing stay fp32)."""
+        return self._inference_dtype
+
+    @inference_dtype.setter
+    def inference_dtype(self, dtype: torch.dtype | None) -> None:
+        if dtype is not None and dtype not in INFERENCE_DTYPES.values():
+            raise FreeSegError(f"inference dtype {dtype} is not one of {sorted(INFERENCE_DTYPES)} (or None)")
+        self._inference_dtype = dtype
+        self._warned_precision = False
+        pixel_decoder = getattr(self.sem_seg_head, "pixel_decoder", None)
+        if pixel_decoder is not None and hasattr(pixel_decoder, "low_precision_inference"):
+            pixel_decoder.low_precision_inference = dtype is not None
+
+    def _network_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the segmentation network under ``TEST.AMP``, else a no-op."""
+        dtype = self._inference_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        if not self._warned_precision and self.device.type == "cpu":
+            self._warned_precision = True
+            if dtype == torch.float16 or not cpu_has_native_bf16():
+                logger.warning(f"TEST.AMP.DTYPE {str(dtype).split('.')[-1]}: this CPU has no native support for it, "
+                               "so inference will be slower than float32; set TEST.AMP.ENABLED False")
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @staticmethod
+    def _float32(outputs: dict[str, Any]) -> dict[str, Any]:
+        """Decoder outputs computed under autocast, back in fp32 for the post-processing."""
+        def cast(out: dict[str, Any]) -> dict[str, Any]:
+            return {k: v.float() if isinstance(v, Tensor) and v.is_floating_point() else v for k, v in out.items()}
+
+        converted = cast(outputs)
+        if "aux_outputs" in outputs:
+            converted["aux_outputs"] = [cast(a) for a in outputs["aux_outputs"]]
+        return converted
 
     # -- vocabulary --------------------------------------------------------------------------
     def set_vocabulary(
@@ -224,11 +278,16 @@ class OpenVocabulary(nn.Module):
         vocab = self._vocab()
         names = list(vocab.class_names)
         images, sizes = self.preprocess(batch)
-        encoded = self.sem_seg_head.encode(self.backbone(images))
+        with self._network_autocast():
+            encoded = self.sem_seg_head.encode(self.backbone(images))
         results: list[dict[str, TaskPrediction]] = [{} for _ in batch]
         for task in self.eval_tasks:
-            text = self.clip_adapter.text_features(names, task)
-            outputs = self.to_logits(self.sem_seg_head.decode(encoded, text), text)
+            text = self.clip_adapter.text_features(names, task)  # fp32, cached
+            with self._network_autocast():
+                decoded = self.sem_seg_head.decode(encoded, text)
+            if self._inference_dtype is not None:
+                decoded = self._float32(decoded)
+            outputs = self.to_logits(decoded, text)
             for i, x in enumerate(batch):
                 prune = panoptic_only and task == PANOPTIC
                 results[i][task] = self._predict_image(x, i, outputs, text, sizes[i], images.shape[-2:], vocab, prune)

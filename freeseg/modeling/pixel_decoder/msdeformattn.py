@@ -33,6 +33,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         transformer_in_features: names encoded by the transformer.
         common_stride: stride of the mask features (4).
         deformable_impl: kernel choice of the deformable attention.
+
+    Attributes:
+        low_precision_inference: False (default, as upstream): fp32 even under autocast. True
+            (set by the model for ``TEST.AMP``): in eval mode the caller's autocast applies here
+            too; training stays fp32.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         deformable_impl: str = "auto",
     ) -> None:
         super().__init__()
+        self.low_precision_inference = False
         missing = [f for f in transformer_in_features if f not in input_shape]
         if missing:
             raise FreeSegError(
@@ -126,13 +132,15 @@ class MSDeformAttnPixelDecoder(nn.Module):
             H/32, W/32] (the coarsest encoded level); multi_scale_features: 3 maps
             [B, conv_dim, ...] at strides 32, 16, 8.
         """
+        if self.low_precision_inference and not self.training:
+            return self._forward_impl(features)  # under the caller's autocast (TEST.AMP)
         device_type = next(iter(features.values())).device.type
         # fp32 throughout, as upstream (@autocast(enabled=False)): the deformable sampling and
-        # the encoder's LayerNorms are unstable in half precision under AMP
+        # the encoder's LayerNorms are unstable in half precision under mixed-precision training
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_fp32(features)
+            return self._forward_impl(features)
 
-    def _forward_fp32(
+    def _forward_impl(
         self, features: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         srcs, pos = [], []
