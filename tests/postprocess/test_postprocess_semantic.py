@@ -51,3 +51,15 @@ def test_resize_to_output_align_corners_false():
     assert resize_to_output(x, 5, 7) is x
     want = F.interpolate(x[None], size=(10, 3), mode="bilinear", align_corners=False)[0]
     assert torch.equal(resize_to_output(x, 10, 3), want)
+
+
+@pytest.mark.parametrize("block", [1, 7, 50, 1 << 16])
+def test_banded_semantic_inference_equals_the_one_shot_product(block):
+    g = torch.Generator().manual_seed(0)
+    scores, logits = torch.rand(9, 5, generator=g), 4 * torch.randn(9, 13, 11, generator=g)
+    # a cropped (non-contiguous) view too, as upsample_masks returns them
+    for masks in (logits, 4 * torch.randn(9, 16, 14, generator=g)[:, :13, :11]):
+        want = torch.einsum("qk,qhw->khw", scores, masks.sigmoid())
+        got = semantic_inference(scores, masks, block=block)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        assert torch.equal(got.argmax(0), want.argmax(0))

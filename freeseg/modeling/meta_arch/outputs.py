@@ -41,7 +41,7 @@ def postprocess_image(
     h, w = out_size
     sem = tasks[SEMANTIC]
     result: dict[str, Any] = {
-        "sem_seg": resize_to_output(semantic_inference(sem.scores, sem.mask_logits[sem.keep]), h, w)
+        "sem_seg": resize_to_output(semantic_inference(sem.scores, _kept_masks(sem)), h, w)
     }
     num_classes = sem.scores.shape[1]
     flags = vocab.thing_flags or [1] * num_classes
@@ -51,7 +51,7 @@ def postprocess_image(
     def masks_out(task: str) -> torch.Tensor:
         if task not in resized:
             pred = tasks[task]
-            resized[task] = resize_to_output(pred.mask_logits[pred.keep], h, w)
+            resized[task] = resize_to_output(_kept_masks(pred), h, w)
         return resized[task]
 
     if PANOPTIC in tasks:
@@ -71,3 +71,9 @@ def postprocess_image(
         quality = scores.max(dim=1).values if scores.numel() else scores.new_zeros(scores.shape[0])
         result["entity"] = entity_inference(masks_out(task), quality, overlap_threshold=thresholds.overlap)
     return result
+
+
+def _kept_masks(pred: "TaskPrediction") -> torch.Tensor:
+    """The kept queries' full-resolution mask logits (no copy when every query is kept, the
+    usual case: the copy would be 245 MB for 100 queries at 640x960)."""
+    return pred.mask_logits if bool(pred.keep.all()) else pred.mask_logits[pred.keep]
