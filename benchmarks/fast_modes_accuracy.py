@@ -7,7 +7,9 @@ images of the built-in world, 14 seen / 3 unseen classes) once per mode, on all 
 - exact: the default;
 - ``MODEL.CLIP_ADAPTER.REGION_DTYPE bfloat16``: every region through a bf16 copy of CLIP's image tower;
 - ``MODEL.CLIP_ADAPTER.REGION_TOPK k``: only the k most confident queries' regions through CLIP;
-- both.
+- both;
+- ``TEST.AMP.ENABLED``: backbone, pixel decoder and mask decoder under bf16 autocast, alone and
+  with the two above (the fastest setting).
 
 (* seconds per image include the evaluator's own work; the tiny CLIP makes them no guide to
 speed, which ``benchmarks/inference.py`` measures.)
@@ -61,13 +63,16 @@ def main() -> None:
     name = cfg.DATASETS.TEST[0]
     vocab = vocabulary_from_metadata(name)
     model.set_vocabulary(vocab["class_names"], vocab["trainable_flag"], vocab["thing_flags"])
-    modes = [("exact", 0, "float32"), ("REGION_DTYPE bfloat16", 0, "bfloat16")]
+    modes = [("exact", 0, "float32", None), ("REGION_DTYPE bfloat16", 0, "bfloat16", None),
+             ("TEST.AMP bfloat16", 0, "float32", torch.bfloat16)]
     for k in args.topk:
-        modes += [(f"REGION_TOPK {k}", k, "float32"), (f"REGION_TOPK {k} + bfloat16", k, "bfloat16")]
+        modes += [(f"REGION_TOPK {k}", k, "float32", None), (f"REGION_TOPK {k} + bfloat16", k, "bfloat16", None),
+                  (f"TOPK {k} + bf16 + TEST.AMP", k, "bfloat16", torch.bfloat16)]
     print(f"{'mode':<28}" + "".join(f"{m:>13}" for _, m in COLUMNS) + f"{'s / image':>11}")
-    for label, k, dtype in modes:
-        model.region_topk, model.clip_adapter.region_dtype = k, dtype
-        evaluator = build_evaluator(cfg, name, str(Path(cfg.OUTPUT_DIR) / label.replace(" ", "_")))
+    for label, k, dtype, amp in modes:
+        model.region_topk, model.clip_adapter.region_dtype, model.inference_dtype = k, dtype, amp
+        folder = "_".join(label.replace("+", " ").replace(".", "_").split())
+        evaluator = build_evaluator(cfg, name, str(Path(cfg.OUTPUT_DIR) / folder))
         loader = build_test_loader(cfg, name)
         start = time.perf_counter()
         results = inference_on_dataset(model, loader, evaluator)

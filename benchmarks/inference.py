@@ -17,11 +17,14 @@ processes hits them alike; medians are reported):
   go through CLIP); its agreement with the exact path is measured on the same image;
 - ``bf16``: ``MODEL.CLIP_ADAPTER.REGION_DTYPE bfloat16`` (regions through a bf16 copy of CLIP's
   image tower), alone and with the fast mode; agreement measured likewise;
+- ``amp``: ``TEST.AMP.ENABLED`` (backbone, pixel decoder and mask decoder under bf16 autocast),
+  with the fast mode and bf16 regions (the fastest setting), and for the class-agnostic part;
 - ``masks``: the class-agnostic part (backbone, pixel decoder, text-conditioned decoder; no
   CLIP regions, no post-processing);
 - ``peer``: Hugging Face transformers' ``Mask2FormerForUniversalSegmentation`` with a ResNet-50
   backbone and the same sizes (100 queries, 6 encoder / 10 decoder layers, 256 channels),
-  random weights from a config, forward pass only (its class-agnostic equivalent).
+  random weights from a config, forward pass only (its class-agnostic equivalent); also under
+  bf16 autocast, to compare like with like against ``masks cpu amp``.
 Text features are computed once per run (cached by the CLIP adapter) and reported apart.
 
 Peak memory (``--memory``): one subprocess per variant builds the model, segments the image
@@ -109,19 +112,20 @@ def set_impl(model: torch.nn.Module, impl: str) -> None:
             m.impl = impl
 
 
-def configure(model: torch.nn.Module, impl: str, tasks: str, topk: int, dtype: str) -> None:
+def configure(model: torch.nn.Module, impl: str, tasks: str, topk: int, dtype: str, amp: bool = False) -> None:
     set_impl(model, impl)
+    model.inference_dtype = torch.bfloat16 if amp else None
     model.eval_tasks = [SEM] if tasks == "semantic" else [SEM, INS, PAN]
     model.region_topk = topk
     model.clip_adapter.region_dtype = dtype
 
 
 def ours_runner(model: torch.nn.Module, image: torch.Tensor, impl: str, tasks: str, topk: int,
-                dtype: str = "float32") -> Callable[[], Any]:
+                dtype: str = "float32", amp: bool = False) -> Callable[[], Any]:
     sample = {"image": image, "height": image.shape[1], "width": image.shape[2]}
 
     def run() -> Any:
-        configure(model, impl, tasks, topk, dtype)
+        configure(model, impl, tasks, topk, dtype, amp)
         return model([sample])[0]
 
     return run
@@ -142,22 +146,25 @@ def unpruned_runner(model: torch.nn.Module, image: torch.Tensor) -> Callable[[],
     return run
 
 
-def masks_runner(model: torch.nn.Module, image: torch.Tensor, impl: str) -> Callable[[], Any]:
-    """Backbone + pixel decoder + one text-conditioned decoder pass (text features cached)."""
+def masks_runner(model: torch.nn.Module, image: torch.Tensor, impl: str, amp: bool = False) -> Callable[[], Any]:
+    """Backbone + pixel decoder + one text-conditioned decoder pass (text features cached), as
+    ``predict_tasks`` runs them (under autocast with ``amp``)."""
     names = list(model.vocabulary.class_names)
 
     @torch.no_grad()
     def run() -> Any:
         set_impl(model, impl)
+        model.inference_dtype = torch.bfloat16 if amp else None
         images, _ = model.preprocess([{"image": image}])
-        encoded = model.sem_seg_head.encode(model.backbone(images))
         text = model.clip_adapter.text_features(names, SEM)
-        return model.sem_seg_head.decode(encoded, text)["pred_masks"]
+        with model._network_autocast():
+            encoded = model.sem_seg_head.encode(model.backbone(images))
+            return model.sem_seg_head.decode(encoded, text)["pred_masks"].float()
 
     return run
 
 
-def peer_runner(peer: torch.nn.Module, image: torch.Tensor) -> Callable[[], Any]:
+def peer_runner(peer: torch.nn.Module, image: torch.Tensor, amp: bool = False) -> Callable[[], Any]:
     mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
     h, w = image.shape[1:]
@@ -165,7 +172,8 @@ def peer_runner(peer: torch.nn.Module, image: torch.Tensor) -> Callable[[], Any]
 
     @torch.no_grad()
     def run() -> Any:
-        return peer(pixel_values=pixels).masks_queries_logits
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            return peer(pixel_values=pixels).masks_queries_logits.float()
 
     return run
 
@@ -211,10 +219,15 @@ def timing(args: argparse.Namespace) -> None:
             runners[f"{bb} {tasks} cpu fast(k={args.topk})"] = ours_runner(model, image, "cpu", tasks, args.topk)
             runners[f"{bb} {tasks} cpu fast(k={args.topk}) bf16"] = ours_runner(
                 model, image, "cpu", tasks, args.topk, "bfloat16")
+            runners[f"{bb} {tasks} cpu fast(k={args.topk}) bf16 amp"] = ours_runner(
+                model, image, "cpu", tasks, args.topk, "bfloat16", amp=True)
         runners[f"{bb} masks cpu"] = masks_runner(model, image, "cpu")
         runners[f"{bb} masks pytorch"] = masks_runner(model, image, "pytorch")
+        runners[f"{bb} masks cpu amp"] = masks_runner(model, image, "cpu", amp=True)
     if not args.no_peer:
-        runners["peer HF Mask2Former R50 (forward)"] = peer_runner(build_peer(), image)
+        peer = build_peer()
+        runners["peer HF Mask2Former R50 (forward)"] = peer_runner(peer, image)
+        runners["peer HF Mask2Former R50 (forward) bf16 amp"] = peer_runner(peer, image, amp=True)
     if args.only:
         runners = {k: v for k, v in runners.items() if any(o in k for o in args.only) or k.startswith("peer")}
     # warm-up: the first forward of each model and kernel pays one-off costs (extension load,
@@ -247,18 +260,19 @@ def report(args, image, times, cpu, last, text_s) -> None:
           f"{torch.__version__}, {args.threads} threads; load average now {os.getloadavg()}")
     print(f"input {tuple(image.shape[1:])}, 171 classes, 100 queries, batch 1, median of {args.repeats}, "
           f"malloc {args.malloc}")
-    peer = med.get("peer HF Mask2Former R50 (forward)")
-    peer_idle = idle.get("peer HF Mask2Former R50 (forward)")
-    print(f"\n{'variant':<36}{'wall s':>8}{'CPU s/thr':>10}  ratio (wall; idle estimate)")
+    peer_name = "peer HF Mask2Former R50 (forward)"
+    print(f"\n{'variant':<46}{'wall s':>8}{'CPU s/thr':>10}  ratio (wall; idle estimate)")
     for name, t in med.items():
         ratio, e = "", idle[name]
         tasks = "semantic" if " semantic " in name else "all3" if " all3 " in name else ""
         if tasks:
             lo, hi = ANCHOR[tasks]
             ratio = f"{t / hi:.2f}-{t / lo:.2f}x; {e / hi:.2f}-{e / lo:.2f}x of original FreeSeg ({lo:.0f}-{hi:.0f} s)"
-        elif " masks " in name and peer:
-            ratio = f"{t / peer:.2f}x; {e / peer_idle:.2f}x of the peer"
-        print(f"{name:<36}{t:>8.2f}{e:>10.2f}  {ratio}")
+        elif " masks " in name and peer_name + (" bf16 amp" if name.endswith(" amp") else "") in med:
+            other = peer_name + (" bf16 amp" if name.endswith(" amp") else "")  # same precision
+            which = " under bf16 autocast" if other != peer_name else ""
+            ratio = f"{t / med[other]:.2f}x; {e / idle[other]:.2f}x of the peer{which}"
+        print(f"{name:<46}{t:>8.2f}{e:>10.2f}  {ratio}")
     for bb, t in text_s.items():
         print(f"{bb}: text features for 171 classes (all tasks needed), once per run: {t:.2f} s wall")
     print("\nexactness (same image; with random weights the label maps of the settings that change "
@@ -285,7 +299,12 @@ def report(args, image, times, cpu, last, text_s) -> None:
         if out("masks cpu") is not None and out("masks pytorch") is not None:
             d = (out("masks cpu") - out("masks pytorch")).abs().max().item()
             print(f"  {bb}: mask logits, compiled op vs pytorch path: max |diff| {d:.2e}")
-        for mode in ("bf16", f"fast(k={args.topk})", f"fast(k={args.topk}) bf16"):
+        if out("masks cpu") is not None and out("masks cpu amp") is not None:
+            a, b = out("masks cpu"), out("masks cpu amp")
+            print(f"  {bb}: mask logits under TEST.AMP vs fp32: max |diff| {(a - b).abs().max().item():.2e} "
+                  f"(values up to {a.abs().max().item():.1f}), mask pixels > 0 agreeing "
+                  f"{((a > 0) == (b > 0)).float().mean().item():.4f}")
+        for mode in ("bf16", f"fast(k={args.topk})", f"fast(k={args.topk}) bf16", f"fast(k={args.topk}) bf16 amp"):
             fast = out(f"semantic cpu {mode}")
             if out("semantic cpu") is not None and fast is not None:
                 acc, miou = semantic_agreement(out("semantic cpu")["sem_seg"], fast["sem_seg"])
@@ -298,9 +317,9 @@ def memory_worker(spec: str, args: argparse.Namespace) -> None:
     if spec == "peer":
         run = peer_runner(build_peer(), image)
     else:
-        bb, tasks, impl, topk, dtype = spec.split(":")
+        bb, tasks, impl, topk, dtype, amp = spec.split(":")
         model = build_ours(bb, args.short_side)
-        run = ours_runner(model, image, impl, tasks, int(topk), dtype)
+        run = ours_runner(model, image, impl, tasks, int(topk), dtype, amp == "amp")
     after_build = _rss_now_mb()
     run()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -313,20 +332,21 @@ def _rss_now_mb() -> float:
 
 
 def memory(args: argparse.Namespace) -> None:
-    specs = [f"{bb}:{t}:{impl}:0:float32" for bb in args.backbones for t in ("semantic", "all3")
+    specs = [f"{bb}:{t}:{impl}:0:float32:fp32" for bb in args.backbones for t in ("semantic", "all3")
              for impl in ("cpu", "pytorch")]
-    specs += [f"{bb}:{t}:cpu:{k}:{d}" for bb in args.backbones for t in ("semantic", "all3")
-              for k, d in ((0, "bfloat16"), (args.topk, "float32"))]
+    specs += [f"{bb}:{t}:cpu:{k}:{d}:{a}" for bb in args.backbones for t in ("semantic", "all3")
+              for k, d, a in ((0, "bfloat16", "fp32"), (args.topk, "float32", "fp32"), (args.topk, "bfloat16", "amp"))]
     if args.only:
         specs = [s for s in specs if any(o in s for o in args.only)]
     specs += [] if args.no_peer else ["peer"]
-    print(f"\n{'variant (one process each)':<32}{'peak RSS MB':>12}{'growth MB':>11}")
+    print(f"\n{'variant (one process each)':<38}{'peak RSS MB':>12}{'growth MB':>11}")
     for spec in specs:
         cmd = [sys.executable, __file__, "--worker", spec, "--threads", str(args.threads), "--short-side",
                str(args.short_side), "--malloc", args.malloc]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         data = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{spec:<32}{data['peak_rss_mb']:>12.0f}{data['peak_rss_mb'] - data['after_build_mb']:>11.0f}", flush=True)
+        growth = data["peak_rss_mb"] - data["after_build_mb"]
+        print(f"{spec:<38}{data['peak_rss_mb']:>12.0f}{growth:>11.0f}", flush=True)
 
 
 def main() -> None:
