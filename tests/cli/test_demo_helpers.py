@@ -215,3 +215,17 @@ def test_video_frames_give_overlay_videos(tmp_path):
         bad = tmp_path / "bad.mp4"
         bad.write_bytes(b"no video")
         demo.run_video(str(bad), "bad", fake_predictor, writer, ["semantic"])
+
+
+def test_fast_flag_sets_the_fast_keys_and_overrides_win(tmp_path):
+    config = "configs/tiny/tiny_alltask.yaml"
+    args = demo.build_parser().parse_args(["--config-file", config, "--fast", "--device", "cpu"])
+    cfg, _ = demo.setup_cfg(args, [], None)
+    clip = cfg.MODEL.CLIP_ADAPTER
+    assert (clip.REGION_TOPK, clip.REGION_DTYPE, cfg.TEST.AMP.ENABLED, cfg.TEST.AMP.DTYPE) == (10, "bfloat16", True, "bfloat16")
+    cfg, _ = demo.setup_cfg(args, ["MODEL.CLIP_ADAPTER.REGION_TOPK", "4"], None)
+    assert cfg.MODEL.CLIP_ADAPTER.REGION_TOPK == 4 and cfg.TEST.AMP.ENABLED
+    assert demo.fast_opts("cuda:0")[3] == "float16"
+    plain = demo.build_parser().parse_args(["--config-file", config, "--device", "cpu"])
+    cfg, _ = demo.setup_cfg(plain, [], None)
+    assert cfg.MODEL.CLIP_ADAPTER.REGION_TOPK == 0 and not cfg.TEST.AMP.ENABLED
