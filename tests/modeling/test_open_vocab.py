@@ -243,3 +243,19 @@ def test_test_amp_runs_the_network_in_bf16_and_the_rest_in_fp32(model, tmp_path)
     assert not other.sem_seg_head.pixel_decoder.low_precision_inference
     with pytest.raises(FreeSegError, match="TEST.AMP.DTYPE"):
         freeseg.build_model(_cfg(tmp_path, **{"TEST.AMP.ENABLED": True, "TEST.AMP.DTYPE": "half"}))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_test_amp_warns_once_where_the_cpu_lacks_the_dtype(model, monkeypatch, caplog, native):
+    import freeseg.modeling.meta_arch.open_vocabulary as ov
+
+    monkeypatch.setattr(ov, "cpu_has_native", lambda dtype: native)
+    model.inference_dtype = torch.float16
+    try:
+        with caplog.at_level("WARNING", logger=ov.__name__):
+            model.predict_tasks([_sample(seed=4)])
+            model.predict_tasks([_sample(seed=4)])
+    finally:
+        model.inference_dtype = None
+    warned = [r for r in caplog.records if "TEST.AMP.DTYPE float16" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)

@@ -256,9 +256,9 @@ class MaskFormerClipAdapter(ClipAdapter):
         source = self.clip_model.visual
         stamp = (id(source), dtype, device, tuple((id(p), p._version) for p in source.parameters()))
         if not self._low_precision_visual or self._low_precision_visual[0] != stamp:
-            if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
-                logger.warning("MODEL.CLIP_ADAPTER.REGION_DTYPE bfloat16: this CPU has no native bf16, "
-                               "so it will be slower than float32; set it to float32")
+            if device.type == "cpu" and not cpu_has_native(dtype):
+                logger.warning(f"MODEL.CLIP_ADAPTER.REGION_DTYPE {self.region_dtype}: this CPU has no native support "
+                               "for it, so it will be slower than float32; set it to float32")
             self._low_precision_visual[:] = [stamp, copy.deepcopy(source).to(device=device, dtype=dtype).eval()]
         return self._low_precision_visual[1]
 
@@ -266,10 +266,14 @@ class MaskFormerClipAdapter(ClipAdapter):
 REGION_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX)."""
+def cpu_has_native(dtype: torch.dtype) -> bool:
+    """Whether oneDNN has native kernels for ``dtype`` on this CPU (bf16: AVX512-BF16 / AMX;
+    fp16: AVX512-FP16 / AMX-FP16); without them low precision is slower than float32."""
+    probe = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}.get(dtype)
+    if probe is None:
+        return dtype == torch.float32
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(getattr(torch.ops.mkldnn, probe)())
     except (AttributeError, RuntimeError):
         return False
 

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ...utils import comm
 from ...utils.errors import FreeSegError
 from ..clip import MaskFormerClipAdapter, RegionScores, build_clip_adapter, ensemble_scores
-from ..clip.adapter import cpu_has_native_bf16
+from ..clip.adapter import cpu_has_native
 from .outputs import TaskThresholds, postprocess_image
 from .vocabulary import TASK_TARGET_KEYS, Vocabulary
 
@@ -178,7 +178,7 @@ class OpenVocabulary(nn.Module):
             return contextlib.nullcontext()
         if not self._warned_precision and self.device.type == "cpu":
             self._warned_precision = True
-            if dtype == torch.float16 or not cpu_has_native_bf16():
+            if not cpu_has_native(dtype):
                 logger.warning(f"TEST.AMP.DTYPE {str(dtype).split('.')[-1]}: this CPU has no native support for it, "
                                "so inference will be slower than float32; set TEST.AMP.ENABLED False")
         return torch.autocast(self.device.type, dtype=dtype)
