@@ -155,6 +155,14 @@ def test_fast_mode_scores_skipped_queries_by_the_segmenter_alone(model):
     # CLIP-scored queries: the exact path's scores; skipped ones: the segmenter's own p
     torch.testing.assert_close(fast.scores[chosen], exact.scores[chosen])
     torch.testing.assert_close(fast.scores[skipped], probs[skipped])
+    # the region results are laid out over all queries, as the exact path's
+    picked = torch.zeros_like(nonempty)
+    picked[chosen] = True
+    assert torch.equal(fast.region.valid, exact.region.valid & picked)
+    assert (fast.region.probs[~fast.region.valid] == 1).all()
+    in_exact = picked[exact.region.valid]  # rows of the exact results that belong to chosen queries
+    torch.testing.assert_close(fast.region.features, exact.region.features[in_exact])
+    assert torch.equal(fast.region.boxes, exact.region.boxes[in_exact])
 
 
 def test_region_batch_and_dtype_keys_reach_the_model(model, tmp_path):

@@ -289,6 +289,15 @@ class RegionScores:
     logits: Tensor
     probs: Tensor
 
+    def spread(self, index: Tensor, num_queries: int) -> "RegionScores":
+        """These results, computed for the queries ``index`` (ascending) of ``num_queries``, as
+        results over all of them: the others not valid, with probability 1 (as empty masks)."""
+        valid = torch.zeros(num_queries, dtype=torch.bool, device=self.valid.device)
+        valid[index] = self.valid
+        probs = self.probs.new_ones(num_queries, self.probs.shape[1])
+        probs[index] = self.probs
+        return RegionScores(valid=valid, boxes=self.boxes, features=self.features, logits=self.logits, probs=probs)
+
 
 def match_clip_to_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> list[str]:
     """Rebuild every ClipAdapter's CLIP to ``state_dict``'s shapes; returns the rebuilt prefixes.
