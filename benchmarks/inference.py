@@ -355,7 +355,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed rounds (after one class-agnostic warm-up pass)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--short-side", type=int, default=640)
-    p.add_argument("--topk", type=int, default=10, help="REGION_TOPK of the fast mode")
+    p.add_argument("--topk", type=int, default=8, help="REGION_TOPK of the fast mode (demo --fast: 8)")
     p.add_argument("--only", nargs="+", default=[], help="time only variants whose name contains one of these")
     p.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
     p.add_argument("--malloc", choices=["freeseg", "default"], default="freeseg",

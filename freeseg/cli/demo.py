@@ -58,8 +58,8 @@ def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
                    help="minimum score of instances and panoptic/entity segments (default 0.5)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (equal-size images only)")
     p.add_argument("--fast", action="store_true",
-                   help="trade exactness for speed: only the 10 most confident queries' regions through CLIP, "
-                   "CLIP regions and the segmentation network in bf16 (fp16 on a GPU); ~6x faster on a CPU, "
+                   help="trade exactness for speed: only the 8 most confident queries' regions through CLIP, "
+                   "CLIP regions and the segmentation network in bf16 (fp16 on a GPU); ~7x faster on a CPU, "
                    "results change by a few points (docs/demo.md, 'Speed'); KEY VALUE overrides still win")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides (the same as trailing KEY VALUE pairs)")
@@ -215,10 +215,10 @@ def setup_cfg(args: argparse.Namespace, opts: list[str], tasks: list[str] | None
 
 
 def fast_opts(device: str) -> list[Any]:
-    """``--fast``: the fastest setting measured (docs/demo.md, "Speed"): ``REGION_TOPK`` 10, CLIP's
+    """``--fast``: the fastest setting measured (docs/demo.md, "Speed"): ``REGION_TOPK`` 8, CLIP's
     image tower and ``TEST.AMP`` in bf16 on a CPU (fp16 on a GPU, where every generation has it)."""
     dtype = "float16" if device.startswith("cuda") else "bfloat16"
-    return ["MODEL.CLIP_ADAPTER.REGION_TOPK", 10, "MODEL.CLIP_ADAPTER.REGION_DTYPE", dtype,
+    return ["MODEL.CLIP_ADAPTER.REGION_TOPK", 8, "MODEL.CLIP_ADAPTER.REGION_DTYPE", dtype,
             "TEST.AMP.ENABLED", True, "TEST.AMP.DTYPE", dtype]
 
 

@@ -222,7 +222,7 @@ def test_fast_flag_sets_the_fast_keys_and_overrides_win(tmp_path):
     args = demo.build_parser().parse_args(["--config-file", config, "--fast", "--device", "cpu"])
     cfg, _ = demo.setup_cfg(args, [], None)
     clip = cfg.MODEL.CLIP_ADAPTER
-    assert (clip.REGION_TOPK, clip.REGION_DTYPE, cfg.TEST.AMP.ENABLED, cfg.TEST.AMP.DTYPE) == (10, "bfloat16", True, "bfloat16")
+    assert (clip.REGION_TOPK, clip.REGION_DTYPE, cfg.TEST.AMP.ENABLED, cfg.TEST.AMP.DTYPE) == (8, "bfloat16", True, "bfloat16")
     cfg, _ = demo.setup_cfg(args, ["MODEL.CLIP_ADAPTER.REGION_TOPK", "4"], None)
     assert cfg.MODEL.CLIP_ADAPTER.REGION_TOPK == 4 and cfg.TEST.AMP.ENABLED
     assert demo.fast_opts("cuda:0")[3] == "float16"
