@@ -336,7 +336,7 @@ class OpenVocabulary(nn.Module):
         if select is None:
             region = self.clip_adapter.classify_regions(image, mask_logits.sigmoid(), text)
             return region, region.probs
-        # the full-resolution sigmoid of the chosen queries only (10 of 100 in the fast mode)
+        # the full-resolution sigmoid of the chosen queries only (REGION_TOPK of 100 in the fast mode)
         chosen = select.nonzero().squeeze(1)
         region = self.clip_adapter.classify_regions(image, mask_logits[chosen].sigmoid(), text)
         region = region.spread(chosen, select.shape[0])
