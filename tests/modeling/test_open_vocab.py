@@ -225,8 +225,9 @@ def test_test_amp_runs_the_network_in_bf16_and_the_rest_in_fp32(model, tmp_path)
             seen.setdefault(name, output.dtype)
         return hook
 
-    hooks = [mod.register_forward_hook(record(name)) for name, mod in (("backbone conv", other.backbone.stem.conv1),
-                               ("pixel decoder", other.sem_seg_head.pixel_decoder.input_proj[0][0]))]
+    watched = {"backbone conv": other.backbone.stem.conv1,
+               "pixel decoder": other.sem_seg_head.pixel_decoder.input_proj[0][0]}
+    hooks = [mod.register_forward_hook(record(name)) for name, mod in watched.items()]
     sample = _sample(seed=3)
     exact = model.predict_tasks([sample])[0]["semantic segmentation."]
     low = other.predict_tasks([sample])[0]["semantic segmentation."]
