@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ...utils.errors import FreeSegError
-from .fast_visual import fast_visual_forward
+from .fast_visual import visual_forward
 from .model import build_clip_from_arch, clip_config_from_state_dict, embed_dim, freeze, is_openai_layout, text_width
 from .prompt_learner import PromptLearner
 from .region import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, crop_regions, mask_boxes
@@ -96,10 +96,7 @@ class ClipAdapter(nn.Module):
         size = self.clip_input_size
         if tuple(images.shape[-2:]) != (size, size):
             raise FreeSegError(f"CLIP input must be {size}x{size}, got {tuple(images.shape[-2:])}")
-        features = fast_visual_forward(self.clip_model.visual, images)
-        if features is None:  # not a plain CLIP ViT: open_clip's own forward
-            features = self.clip_model.encode_image(images)
-        return F.normalize(features, dim=-1)
+        return F.normalize(visual_forward(self.clip_model.visual, images), dim=-1)
 
     @property
     def clip_input_size(self) -> int:
@@ -246,10 +243,7 @@ class MaskFormerClipAdapter(ClipAdapter):
         dtype = REGION_DTYPES[self.region_dtype]
         if dtype == torch.float32:
             return self.image_features(crops)
-        visual = self._visual_in(dtype, crops.device)
-        features = fast_visual_forward(visual, crops.to(dtype))
-        if features is None:
-            features = visual(crops.to(dtype))
+        features = visual_forward(self._visual_in(dtype, crops.device), crops.to(dtype))
         return F.normalize(features.float(), dim=-1)
 
     def _visual_in(self, dtype: torch.dtype, device: torch.device) -> nn.Module:

@@ -64,6 +64,13 @@ def fast_visual_forward(visual: nn.Module, images: Tensor) -> Tensor | None:
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
+def visual_forward(visual: nn.Module, images: Tensor) -> Tensor:
+    """:func:`fast_visual_forward` where it applies, else the tower's own forward (open_clip's
+    ``encode_image`` without normalisation)."""
+    features = fast_visual_forward(visual, images)
+    return visual(images) if features is None else features
+
+
 def _block(block: ResidualAttentionBlock, x: Tensor) -> Tensor:
     n, length, width = x.shape
     attn = block.attn
