@@ -90,6 +90,33 @@ def test_compiled_cpu_matches_pytorch_forward_and_grads(ext, dim):
         torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.skipif(not torch.backends.openmp.is_available(), reason="torch built without OpenMP")
+def test_compiled_kernels_use_several_threads(ext):
+    # at::parallel_for in an extension built without OpenMP runs every task on one thread
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert ext.parallel_threads(16) == 2
+        torch.set_num_threads(1)
+        assert ext.parallel_threads(16) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_compiled_on_two_threads_matches_pytorch(ext):
+    # tasks run concurrently: forward rows per query, backward per (batch, head) pair
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inputs = make_inputs(n=2, heads=4, dim=8, queries=300, points=2)
+        reference = run_with_grads("pytorch", inputs)
+        compiled = run_with_grads("cpu", inputs)
+    finally:
+        torch.set_num_threads(threads)
+    for ref, got in zip(reference, compiled):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_compiled_backward_with_query_chunks_matches(ext):
     # one batch and one head with 2 threads: the kernel splits queries into chunks with private
     # grad_value buffers that must add up to the same gradient

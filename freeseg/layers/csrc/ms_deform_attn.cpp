@@ -6,6 +6,11 @@
 // has_cuda() -> whether this build contains the CUDA kernels (built with -DWITH_CUDA).
 #include <torch/extension.h>
 
+#include <ATen/Parallel.h>
+
+#include <mutex>
+#include <set>
+
 #include "ms_deform_attn.h"
 
 #ifdef WITH_CUDA
@@ -115,9 +120,23 @@ bool has_cuda() {
 #endif
 }
 
+// How many threads at::parallel_for really uses here for `tasks` tasks of one element each. In
+// an extension it runs them on one thread unless the extension itself is compiled and linked
+// with OpenMP (torch's own build flag is not enough); the tests check the build did that.
+int64_t parallel_threads(int64_t tasks) {
+  std::mutex lock;
+  std::set<int> seen;
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    const std::lock_guard<std::mutex> guard(lock);
+    seen.insert(at::get_thread_num());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "freeseg multi-scale deformable attention kernels (CPU, and CUDA when built with it)";
   m.def("forward", &forward, "deformable attention forward -> [N, Lq, H, D]");
   m.def("backward", &backward, "deformable attention backward -> [grad_value, grad_locations, grad_weights]");
   m.def("has_cuda", &has_cuda, "whether the CUDA kernels are compiled in");
+  m.def("parallel_threads", &parallel_threads, "threads at::parallel_for uses for this many tasks");
 }
