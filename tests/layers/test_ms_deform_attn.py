@@ -268,6 +268,34 @@ def test_failed_build_falls_back_with_one_warning(fresh_extension_state, monkeyp
         ms_deform_attn(*inputs, impl="cpu")
 
 
+def test_build_without_openmp_support_falls_back_to_one_thread(tmp_path, monkeypatch):
+    # a compiler that rejects -fopenmp (clang without libomp): the kernels are still built,
+    # without it, with one warning, and later builds do not try OpenMP again
+    loads = []
+
+    class FakeCppExtension:
+        @staticmethod
+        def load(**kwargs):
+            loads.append(kwargs)
+            if "-fopenmp" in kwargs["extra_cflags"]:
+                raise RuntimeError("clang: error: unsupported option '-fopenmp'")
+            return "the module"
+
+    monkeypatch.setenv("FREESEG_EXT_DIR", str(tmp_path))
+    monkeypatch.setattr(extension, "_cpp_extension", lambda: FakeCppExtension)
+    monkeypatch.setattr(extension, "openmp_flags", lambda: ["-fopenmp"])
+    with pytest.warns(RuntimeWarning, match="built without OpenMP .*unsupported option.* run on one thread"):
+        assert extension.build(with_cuda=False) == "the module"
+    assert [c["extra_ldflags"] for c in loads] == [["-fopenmp"], []]
+    markers = list(tmp_path.glob(f"*/{extension.NO_OPENMP_MARKER}"))
+    assert len(markers) == 1 and "unsupported option" in markers[0].read_text()
+    loads.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert extension.build(with_cuda=False) == "the module"
+    assert [c["extra_cflags"].count("-fopenmp") for c in loads] == [0]
+
+
 def test_disable_env_skips_build_silently(fresh_extension_state, monkeypatch):
     monkeypatch.setenv("FREESEG_DISABLE_EXT", "1")
     monkeypatch.setattr(extension, "build", lambda *a, **k: pytest.fail("build must not run"))

@@ -106,8 +106,17 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+NO_OPENMP_MARKER = "no-openmp"  # in a build folder: the OpenMP build failed there once
+
+
 def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
-    """Compile (or load from the cache) the extension; raises whatever the build raises."""
+    """Compile (or load from the cache) the extension; raises whatever the build raises.
+
+    With OpenMP when :func:`openmp_flags` asks for it. Should that build fail (a compiler
+    without OpenMP support, e.g. clang without libomp), the kernels are built without it, one
+    warning says they will run on one thread, and a ``no-openmp`` file in the build folder
+    keeps later processes from trying again (delete it after installing OpenMP support).
+    """
     cpp_extension = _cpp_extension()
 
     tag, isa_flags = cpu_flags()
@@ -116,8 +125,9 @@ def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
     build_dir.mkdir(parents=True, exist_ok=True)
     sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
     defines = ["-DWITH_CUDA"] if with_cuda else []
-    openmp = openmp_flags()
-    with _file_lock(build_dir / "freeseg.lock"):
+    marker = build_dir / NO_OPENMP_MARKER
+
+    def load(openmp: list[str]) -> ModuleType:
         return cpp_extension.load(
             name=name,
             sources=sources,
@@ -128,6 +138,24 @@ def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
             with_cuda=with_cuda,
             verbose=verbose,
         )
+
+    with _file_lock(build_dir / "freeseg.lock"):
+        openmp = [] if marker.exists() else openmp_flags()
+        if not openmp:
+            return load([])
+        try:
+            return load(openmp)
+        except Exception as exc:  # noqa: BLE001 - retried without OpenMP; that build's error is the one raised
+            module = load([])  # raises if the compiler does not work at all
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            marker.write_text(f"the build with {' '.join(openmp)} failed: {first_line}\n")
+            warnings.warn(
+                f"freeseg: the deformable-attention kernels were built without OpenMP ({first_line}), "
+                f"so they run on one thread. Install your compiler's OpenMP support, then delete {marker}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return module
 
 
 def load_extension(with_cuda: bool | None = None) -> ModuleType | None:
