@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -333,6 +334,8 @@ def test_ahead_of_time_build_command(ext):
     )
     assert result.returncode == 0, result.stderr
     assert "ok:" in result.stdout and "CUDA kernels: no" in result.stdout
+    used, available = map(int, re.search(r"CPU kernels on (\d+) of (\d+) threads", result.stdout).groups())
+    assert used == (available if torch.backends.openmp.is_available() else 1)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")

@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - report any build failure in full, then exit non-zero
         print(f"error: ms_deform_attn build failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(f"ok: {module.__file__} (CUDA kernels: {'yes' if module.has_cuda() else 'no'})")
+    import torch
+
+    threads = module.parallel_threads(64)  # what the CPU kernels get with torch's thread count
+    print(f"ok: {module.__file__} (CUDA kernels: {'yes' if module.has_cuda() else 'no'}; "
+          f"CPU kernels on {threads} of {torch.get_num_threads()} threads)")
     return 0
 
 
