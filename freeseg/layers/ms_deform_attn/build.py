@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import torch
 
-    threads = module.parallel_threads(64)  # what the CPU kernels get with torch's thread count
+    threads = module.parallel_threads(max(64, torch.get_num_threads()))  # the CPU kernels, at torch's thread count
     print(f"ok: {module.__file__} (CUDA kernels: {'yes' if module.has_cuda() else 'no'}; "
           f"CPU kernels on {threads} of {torch.get_num_threads()} threads)")
     return 0
