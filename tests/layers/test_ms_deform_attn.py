@@ -104,27 +104,22 @@ def test_compiled_kernels_use_several_threads(ext):
         torch.set_num_threads(threads)
 
 
-def test_compiled_on_two_threads_matches_pytorch(ext):
-    # tasks run concurrently: forward rows per query, backward per (batch, head) pair
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        # tasks run concurrently: forward rows per query, backward per (batch, head) pair
+        dict(n=2, heads=4, dim=8, queries=300, points=2),
+        # one batch and one head: the backward splits queries into chunks with private
+        # grad_value buffers that must add up to the same gradient
+        dict(n=1, heads=1, dim=8, queries=600, points=2),
+    ],
+    ids=["batch-head-tasks", "query-chunks"],
+)
+def test_compiled_on_two_threads_matches_pytorch(ext, sizes):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        inputs = make_inputs(n=2, heads=4, dim=8, queries=300, points=2)
-        reference = run_with_grads("pytorch", inputs)
-        compiled = run_with_grads("cpu", inputs)
-    finally:
-        torch.set_num_threads(threads)
-    for ref, got in zip(reference, compiled):
-        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-
-
-def test_compiled_backward_with_query_chunks_matches(ext):
-    # one batch and one head with 2 threads: the kernel splits queries into chunks with private
-    # grad_value buffers that must add up to the same gradient
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        inputs = make_inputs(n=1, heads=1, dim=8, queries=600, points=2)
+        inputs = make_inputs(**sizes)
         reference = run_with_grads("pytorch", inputs)
         compiled = run_with_grads("cpu", inputs)
     finally:
