@@ -68,7 +68,7 @@ def launch(
         try:
             return main_func(*args)
         finally:
-            dist.destroy_process_group()
+            comm.destroy()
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return main_func(*args)
@@ -134,8 +134,7 @@ def _worker(
         errors.put(f"rank {rank}: {e}")
         raise SystemExit(2) from None
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        comm.destroy()
 
 
 def create_ddp_model(model: nn.Module, *, find_unused_parameters: bool = False) -> nn.Module:

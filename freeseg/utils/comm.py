@@ -1,7 +1,6 @@
 """Helpers for torch.distributed that also work when it is not initialised (one process)."""
 from __future__ import annotations
 
-import functools
 import pickle
 from typing import Any
 
@@ -37,10 +36,29 @@ def synchronize() -> None:
         dist.barrier()
 
 
-@functools.lru_cache()
+# NCCL runs gather objects over a gloo group of the same ranks (no pickles through GPUs): made
+# once per default group, keyed by its id() so that no reference outlives destroy_process_group
+# (a process group kept alive past it is torn down during interpreter exit, where gloo's threads
+# can abort the process: "terminate called without an active exception").
+_GLOO_GROUPS: dict[int, Any] = {}
+
+
 def _cpu_group():
-    # Objects are gathered over gloo so that NCCL runs do not have to move pickles through GPUs.
-    return dist.new_group(backend="gloo") if dist.get_backend() == "nccl" else dist.group.WORLD
+    """The group to gather Python objects over: None (the default group) unless it is NCCL."""
+    if dist.get_backend() != "nccl":
+        return None
+    key = id(dist.group.WORLD)
+    if key not in _GLOO_GROUPS:
+        _GLOO_GROUPS.clear()
+        _GLOO_GROUPS[key] = dist.new_group(backend="gloo")
+    return _GLOO_GROUPS[key]
+
+
+def destroy() -> None:
+    """Destroy every process group (if any), with the gloo group made for object gathers."""
+    _GLOO_GROUPS.clear()
+    if is_dist():
+        dist.destroy_process_group()
 
 
 def all_gather(data: Any) -> list[Any]:

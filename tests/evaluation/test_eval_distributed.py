@@ -1,7 +1,9 @@
 """Evaluators gather on rank 0 (two gloo processes on CPU): same metrics as one process."""
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import numpy as np
 import torch
@@ -37,8 +39,14 @@ def _worker(rank: int, init_file: str, folder: str) -> None:
         _feed(ev, folder, [rank])
         with open(f"{folder}/result.{rank}.json", "w") as f:
             json.dump(ev.evaluate(), f)
+        group = weakref.ref(dist.group.WORLD)
     finally:
         dist.destroy_process_group()
+    # the gathers keep no reference to the group: one that outlives destroy_process_group is
+    # torn down during interpreter exit, where gloo's threads can abort the process
+    gc.collect()
+    with open(f"{folder}/group_freed.{rank}.json", "w") as f:
+        json.dump(group() is None, f)
 
 
 def test_two_ranks_equal_one_process(tmp_path):
@@ -51,4 +59,6 @@ def test_two_ranks_equal_one_process(tmp_path):
     expected = json.loads(json.dumps(single.evaluate()))
     assert json.loads((tmp_path / "result.0.json").read_text()) == expected
     assert json.loads((tmp_path / "result.1.json").read_text()) == {}
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"group_freed.{rank}.json").read_text()) is True
     assert expected["classification"]["Top1"] == 50.0
