@@ -36,10 +36,11 @@ def synchronize() -> None:
         dist.barrier()
 
 
-# NCCL runs gather objects over a gloo group of the same ranks (no pickles through GPUs): made
-# once per default group, keyed by its id() so that no reference outlives destroy_process_group
-# (a process group kept alive past it is torn down during interpreter exit, where gloo's threads
-# can abort the process: "terminate called without an active exception").
+# NCCL runs gather objects over a gloo group of the same ranks (no pickles through GPUs), made
+# once per default group. It is keyed by the default group's id(), not the group itself, and
+# destroy() drops it: a process group kept alive past destroy_process_group is torn down during
+# interpreter exit, where gloo's threads can abort the process ("terminate called without an
+# active exception"; seen in the two-process evaluation test when this held the default group).
 _GLOO_GROUPS: dict[int, Any] = {}
 
 

@@ -145,7 +145,7 @@ def build(with_cuda: bool, verbose: bool = False) -> ModuleType:
             return load([])
         try:
             return load(openmp)
-        except Exception as exc:  # noqa: BLE001 - retried without OpenMP; that build's error is the one raised
+        except Exception as exc:  # noqa: BLE001 - retried without OpenMP (whose error, if any, is raised)
             module = load([])  # raises if the compiler does not work at all
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             marker.write_text(f"the build with {' '.join(openmp)} failed: {first_line}\n")
