@@ -57,6 +57,9 @@ def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="minimum score of instances and panoptic/entity segments (default 0.5)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (equal-size images only)")
+    p.add_argument("--output-memory-gb", type=float, default=4.0, metavar="GB",
+                   help="memory for an image's full-size outputs (default 4); larger images are post-processed at "
+                        "a reduced size and their maps enlarged (nearest neighbour), with a warning")
     p.add_argument("--fast", action="store_true",
                    help="trade exactness for speed: only the 8 most confident queries' regions through CLIP, "
                    "CLIP regions and the segmentation network in bf16 (fp16 on a GPU); ~7x faster on a CPU, "
@@ -297,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     vocabulary = resolve_vocabulary(cfg, args.vocabulary, args.stuff)
     inputs = collect_inputs(inputs_raw)
     out_dir = args.output or tempfile.mkdtemp(prefix="freeseg-demo-")
-    predictor = DemoPredictor.from_config(cfg, vocabulary, config_file=args.config_file, batch_size=args.batch_size)
+    predictor = DemoPredictor.from_config(cfg, vocabulary, config_file=args.config_file, batch_size=args.batch_size,
+                                          output_memory_gb=args.output_memory_gb)
     writer = ResultWriter(out_dir, vocabulary, tasks, args.confidence_threshold)
 
     used: set[str] = set()

@@ -31,11 +31,17 @@ from .predictor import DemoVocabulary
 TASKS = ("semantic", "instance", "panoptic", "entity")
 
 
-def semantic_label_map(sem_seg: torch.Tensor) -> np.ndarray:
-    """argmax over classes of ``sem_seg`` [K, H, W] -> uint8 [H, W] (uint16 when K > 255, so
-    that no class index collides with 255, the usual "ignore" value)."""
+def semantic_label_map(sem_seg: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+    """argmax over classes of ``sem_seg`` [K, h, w] -> uint8 [H, W] (uint16 when K > 255, so
+    that no class index collides with 255, the usual "ignore" value), enlarged to ``size``
+    (nearest neighbour) when the predictor post-processed a large image at a reduced size."""
+    from ..postprocess import resize_nearest
+
     dtype = np.uint8 if sem_seg.shape[0] <= 255 else np.uint16
-    return sem_seg.argmax(dim=0).numpy().astype(dtype)
+    labels = sem_seg.argmax(dim=0)
+    if size is not None:
+        labels = resize_nearest(labels, *size)
+    return labels.numpy().astype(dtype)
 
 
 def mask_bbox_xywh(mask: np.ndarray) -> list[int]:
@@ -163,7 +169,7 @@ class ResultWriter:
             written.append(path)
 
         if "semantic" in self.tasks:
-            labels = semantic_label_map(output["sem_seg"])
+            labels = semantic_label_map(output["sem_seg"], image.shape[:2])
             save_png("semantic_labels.png", labels)
             save_png("semantic.png", self.visualizer.semantic(image, labels))
         if "panoptic" in self.tasks:
@@ -188,7 +194,7 @@ class ResultWriter:
     def overlay(self, image: np.ndarray, output: dict[str, Any], task: str) -> np.ndarray:
         """The overlay picture of one task without writing anything (video frames)."""
         if task == "semantic":
-            return self.visualizer.semantic(image, semantic_label_map(output["sem_seg"]), legend=False)
+            return self.visualizer.semantic(image, semantic_label_map(output["sem_seg"], image.shape[:2]), legend=False)
         if task == "panoptic":
             return self.visualizer.panoptic(image, *filter_segments(*output["panoptic_seg"], self.threshold), legend=False)
         if task == "instance":

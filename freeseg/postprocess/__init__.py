@@ -7,7 +7,7 @@ from freeseg.postprocess.entity import entity_inference
 from freeseg.postprocess.instance import instance_inference, masks_to_boxes
 from freeseg.postprocess.panoptic import panoptic_inference
 from freeseg.postprocess.reference import reference_panoptic_inference
-from freeseg.postprocess.resize import resize_to_output, upsample_masks
+from freeseg.postprocess.resize import resize_nearest, resize_to_output, upsample_masks
 from freeseg.postprocess.semantic import semantic_inference
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "masks_to_boxes",
     "panoptic_inference",
     "reference_panoptic_inference",
+    "resize_nearest",
     "resize_to_output",
     "semantic_inference",
     "upsample_masks",

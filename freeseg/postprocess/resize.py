@@ -29,3 +29,18 @@ def resize_to_output(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     if tuple(x.shape[-2:]) == (out_h, out_w):
         return x
     return F.interpolate(x[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+
+
+def resize_nearest(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """Nearest-neighbour resize of the last two dims of any dtype (label maps, id maps, bool
+    masks): output pixel i takes input pixel floor((i + 0.5) · in / out), PyTorch's
+    ``nearest-exact``, done by indexing so that integer and bool maps need no conversion."""
+    h, w = x.shape[-2:]
+    if (h, w) == (out_h, out_w):
+        return x
+
+    def index(n_in: int, n_out: int) -> torch.Tensor:
+        centres = (torch.arange(n_out, dtype=torch.float64, device=x.device) + 0.5) * (n_in / n_out)
+        return centres.floor().long().clamp_(max=n_in - 1)
+
+    return x[..., index(h, out_h), :][..., index(w, out_w)]

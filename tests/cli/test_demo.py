@@ -180,6 +180,50 @@ def test_overlay_shows_the_semantic_classes(demo_run):
         assert after < 0.6 * before
 
 
+def test_large_images_are_post_processed_within_the_memory_budget(demo_run, fixture_a, tmp_path, caplog):
+    # a budget far below what 200x200 outputs need: post-processed at a reduced size, written at
+    # the original size, and close to the full-resolution results
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="freeseg.cli.predictor"):
+        code = run_command("demo", [
+            "--config-file", str(fixture_a / "config.yaml"), "--input", str(demo_run["out"].parent / "in" / "astronaut.png"),
+            "--output", str(out), "--vocabulary", NAMES, "--stuff", "grass,sky-other,tree,wall-concrete",
+            "--task", *TASKS, "--confidence-threshold", "0.05", "--output-memory-gb", "0.002",
+            "MODEL.WEIGHTS", str(fixture_a / "model_final.pth"),
+            "MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", str(fixture_a / "model_final.pth"),
+        ])
+    assert code == 0
+    assert "a 200x200 image's outputs would need more than --output-memory-gb 0.002" in caplog.text
+    for suffix in ("semantic_labels.png", "panoptic_ids.png", "entity_ids.png", "instances.png"):
+        assert Image.open(out / f"astronaut_{suffix}").size == (200, 200)
+    reduced = np.asarray(Image.open(out / "astronaut_semantic_labels.png"))
+    full = np.asarray(Image.open(demo_run["out"] / "astronaut_semantic_labels.png"))
+    assert (reduced == full).mean() > 0.9  # only boundary pixels may differ
+    info = json.loads((out / "astronaut_panoptic.json").read_text())
+    ids = rgb_to_id(np.asarray(Image.open(out / "astronaut_panoptic_ids.png")))
+    for seg in info["segments_info"]:
+        assert seg["area"] == int((ids == seg["id"]).sum()) > 0
+    anns = json.loads((out / "astronaut_instances.json").read_text())["annotations"]
+    assert anns  # the check below must see instances
+    for ann in anns:
+        mask = mask_util.decode(ann["segmentation"])
+        assert mask.shape == (200, 200)
+        x, y, w, h = ann["bbox"]  # the box is the enlarged mask's
+        rows, cols = np.nonzero(mask)
+        assert (x, y, x + w, y + h) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+
+
+def test_output_budget_keeps_the_aspect_and_fits():
+    from freeseg.cli.predictor import postprocess_bytes_per_pixel, postprocess_size
+
+    per_pixel = postprocess_bytes_per_pixel(classes=171, queries=100, mask_tasks=2)
+    assert postprocess_size(640, 960, per_pixel, 4.0) == (640, 960)  # fits: unchanged
+    h, w = postprocess_size(3000, 4000, per_pixel, 4.0)  # a 12 MP photo, all three tasks
+    assert h * w * per_pixel <= 4 * 2**30 and abs(w / h - 4 / 3) < 0.01
+    assert h * w > 0.98 * 4 * 2**30 / per_pixel  # the largest that fits, not much less
+    assert postprocess_size(3000, 4000, postprocess_bytes_per_pixel(171, 100, 0), 4.0)[0] > h  # semantic: larger
+
+
 # -- bad input: all reported before any image ---------------------------------------------
 
 def _demo(fixture_a: Path, tmp_path: Path, *extra: str, weights: bool = True) -> int:

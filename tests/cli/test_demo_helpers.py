@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -160,6 +161,8 @@ class _EchoModel(torch.nn.Module):
         self.p = torch.nn.Parameter(torch.zeros(1))
         self.batches: list[list[tuple]] = []
         self.vocab = None
+        self.eval_tasks, self.entity_on = ["semantic segmentation."], False  # what the predictor reads
+        self.sem_seg_head = SimpleNamespace(predictor=SimpleNamespace(num_queries=4))
 
     def set_vocabulary(self, names, trainable=None, things=None):
         self.vocab = list(names)

@@ -63,3 +63,17 @@ def test_banded_semantic_inference_equals_the_one_shot_product(block):
         got = semantic_inference(scores, masks, block=block)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
         assert torch.equal(got.argmax(0), want.argmax(0))
+
+
+def test_resize_nearest_is_nearest_exact_for_any_dtype():
+    from freeseg.postprocess import resize_nearest
+
+    x = torch.arange(2 * 5 * 7, dtype=torch.float32).view(2, 5, 7)
+    for size in ((11, 16), (3, 4), (5, 7), (13, 5)):
+        expected = torch.nn.functional.interpolate(x[None], size=size, mode="nearest-exact")[0]
+        torch.testing.assert_close(resize_nearest(x, *size), expected, rtol=0, atol=0)
+        ids = resize_nearest(x.to(torch.int32), *size)
+        assert ids.dtype == torch.int32 and torch.equal(ids, expected.to(torch.int32))
+    masks = resize_nearest(x > 30, 10, 14)
+    assert masks.dtype == torch.bool and torch.equal(masks, resize_nearest(x, 10, 14) > 30)
+    assert resize_nearest(x, 5, 7) is x
