@@ -146,6 +146,7 @@ class DemoPredictor:
         self.min_size, self.max_size = int(min_size), int(max_size)
         self.batch_size = batch_size
         self.output_memory_gb = float(output_memory_gb)
+        self._reduced_sizes: set[tuple[int, int]] = set()
         model.set_vocabulary(list(vocabulary.class_names), vocabulary.trainable_flag, vocabulary.thing_flags)
 
     @classmethod
@@ -206,7 +207,8 @@ class DemoPredictor:
         resized = ResizeTransform(h, w, nh, nw).apply_image(image)
         tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         oh, ow = self.output_size(h, w)
-        if (oh, ow) != (h, w):
+        if (oh, ow) != (h, w) and (h, w) not in self._reduced_sizes:  # once per size (video frames)
+            self._reduced_sizes.add((h, w))
             logger.warning(
                 "a %dx%d image's outputs would need more than --output-memory-gb %g: post-processed at "
                 "%dx%d and enlarged (nearest neighbour); raise --output-memory-gb for full-resolution "

@@ -185,6 +185,16 @@ def test_predictor_batches_only_equal_sizes_and_keeps_sizes():
         DemoPredictor(model, DemoVocabulary(("a",)), min_size=32, max_size=100, batch_size=0)
 
 
+def test_reduced_post_processing_warns_once_per_size(caplog):
+    model = _EchoModel()
+    pred = DemoPredictor(model, DemoVocabulary(("a", "b")), min_size=32, max_size=1000, output_memory_gb=1e-6)
+    with caplog.at_level("WARNING", logger="freeseg.cli.predictor"):
+        outs = pred([np.zeros((64, 96, 3), np.uint8)] * 3)  # e.g. video frames
+    assert caplog.text.count("outputs would need more than --output-memory-gb") == 1
+    h, w = outs[0]["sem_seg"].shape[-2:]
+    assert h * w * 4.4 * 2 <= 1e-6 * 2**30 and h < 64 and w < 96
+
+
 def test_tasks_space_or_comma_separated():
     assert demo.parse_tasks(["semantic,panoptic", "entity"]) == ["semantic", "panoptic", "entity"]
     assert demo.parse_tasks(None) is None
