@@ -84,7 +84,7 @@ def build_ours(backbone: str, short_side: int) -> torch.nn.Module:
     cfg = get_cfg()
     cfg.merge_from_file(str(REPO / CONFIGS[backbone]))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "INPUT.MIN_SIZE_TEST", short_side,
-                         "MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", ""])
+                         "MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", "random"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     names, things = coco_stuff_vocabulary()

@@ -107,7 +107,7 @@ def run_one(config: str, loss: str, args: argparse.Namespace) -> dict:
     cfg = get_cfg()
     cfg.merge_from_file(str(REPO / path))
     cfg.merge_from_list([
-        "MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "", "MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", "",
+        "MODEL.DEVICE", args.device, "MODEL.WEIGHTS", "", "MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", "random",
         "MODEL.MASK_FORMER.LOSS_TYPE", loss, "INPUT.TASK_NAME", [PANOPTIC],
         "MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL", args.impl,
     ])

@@ -32,7 +32,6 @@ from ..utils.errors import FreeSegError
 
 logger = logging.getLogger(__name__)
 
-_CLIP_PREFIX = "clip_adapter.clip_model."
 _WEIGHTS_HELP = "see README, 'Where weights go'"
 
 
@@ -62,22 +61,19 @@ def check_weights_config(cfg: Any) -> str:
     return resolve_weights_path(weights)
 
 
-def load_demo_weights(model: torch.nn.Module, path: str, config_file: str, clip_file: str) -> None:
+def load_demo_weights(
+    model: torch.nn.Module, path: str, config_file: str, clip_file: str, clip_name: str = "ViT-B/16"
+) -> None:
     """Load ``path`` into ``model``; FreeSegError unless it fills the whole model.
 
     A checkpoint without CLIP tensors is accepted only when a CLIP weights file was loaded
-    at build time (``clip_file``)."""
+    at build time (``clip_file``, of the CLIP named ``clip_name``)."""
     from ..engine.weights import load_checkpoint
+    from ..modeling.clip.model import CLIP_PREFIX, require_clip_weights
 
     missing, unexpected = load_checkpoint(model, path)
-    missing_clip = [k for k in missing if k.startswith(_CLIP_PREFIX)]
-    if missing_clip and not clip_file:
-        raise FreeSegError(
-            f"{path} holds no CLIP weights and no CLIP file was found: put OpenAI's ViT-B-16.pt at "
-            "weights/ViT-B-16.pt or point MODEL.CLIP_ADAPTER.CLIP_WEIGHTS (or $FREESEG_CLIP_WEIGHTS) "
-            f"at it ({_WEIGHTS_HELP})"
-        )
-    missing = [k for k in missing if not k.startswith(_CLIP_PREFIX)]
+    require_clip_weights(clip_file, missing, path, clip_name)
+    missing = [k for k in missing if not k.startswith(CLIP_PREFIX)]
     if missing or unexpected:
         example = (missing + unexpected)[0]
         where = f"config {config_file}" if config_file else "the default config"
@@ -167,7 +163,7 @@ class DemoPredictor:
         ca = cfg.MODEL.CLIP_ADAPTER
         clip_file = clip_weights_path(str(getattr(ca, "CLIP_WEIGHTS", "")), str(ca.CLIP_MODEL_NAME))
         model = build_model(cfg)
-        load_demo_weights(model, weights, config_file, clip_file)
+        load_demo_weights(model, weights, config_file, clip_file, str(ca.CLIP_MODEL_NAME))
         return cls(
             model,
             vocabulary,

@@ -165,7 +165,8 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     """Keys this project adds (docs/architecture.md, "Config keys we add")."""
     clip = cfg.MODEL.CLIP_ADAPTER
     # Local CLIP weights (OpenAI .pt, state dict or open_clip checkpoint); "" falls back to
-    # $FREESEG_CLIP_WEIGHTS, then weights/<CLIP_MODEL_NAME with "/" as "-">.pt.
+    # $FREESEG_CLIP_WEIGHTS, then weights/<CLIP_MODEL_NAME with "/" as "-">.pt; "random" builds a
+    # random CLIP on purpose (training and evaluation otherwise refuse a CLIP nothing filled).
     clip.CLIP_WEIGHTS = ""
     clip.REGION_TOPK = 0  # >0: only the best k queries' regions go through CLIP (fast mode)
     # Crops per CLIP forward (memory and speed; results only by float rounding); 0 = by device: 8 on a CPU

@@ -59,6 +59,19 @@ def load_config(args: Any) -> Any:
     return cfg
 
 
+def require_clip(cfg: Any, model: nn.Module, missing: list[str] | None, source: str) -> None:
+    """FreeSegError before any iteration or image when ``model``'s frozen CLIP would keep random
+    weights: no CLIP file found and the checkpoint ``source`` (``missing``: the model keys it
+    lacked; None when nothing was loaded) held none."""
+    from ..modeling.clip.model import clip_weights_path, require_clip_weights
+
+    if not hasattr(model, "clip_adapter"):
+        return
+    ca = cfg.MODEL.CLIP_ADAPTER
+    name = str(ca.CLIP_MODEL_NAME)
+    require_clip_weights(clip_weights_path(str(ca.CLIP_WEIGHTS), name), missing, source, name)
+
+
 def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
     """Evaluate on every ``DATASETS.TEST`` set; results per set (flattened when there is one)."""
     from ..data.loaders import build_test_loader
@@ -112,9 +125,12 @@ def do_train(
     last = checkpointer.last_checkpoint() if resume else None
     resumed = None
     if last is not None:
-        resumed = checkpointer.load_model_for_resume(last)
+        resumed = checkpointer.load_model_for_resume(last)  # our own checkpoint: CLIP included
     elif cfg.MODEL.WEIGHTS:
-        load_checkpoint(model, cfg.MODEL.WEIGHTS)
+        missing, _ = load_checkpoint(model, cfg.MODEL.WEIGHTS)
+        require_clip(cfg, model, missing, cfg.MODEL.WEIGHTS)
+    else:
+        require_clip(cfg, model, None, "")
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     trained = _maybe_compile(
@@ -156,7 +172,9 @@ def main(args: Any) -> Any:
                 sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
     if args.eval_only:
         last = Checkpointer(model, cfg.OUTPUT_DIR).last_checkpoint() if args.resume else None
-        load_checkpoint(model, last or require_weights(cfg))
+        source = last or require_weights(cfg)
+        missing, _ = load_checkpoint(model, source)
+        require_clip(cfg, model, missing, source)
         return do_test(cfg, model)
     trainer = do_train(cfg, model, resume=args.resume)
     return _eval_results(trainer)

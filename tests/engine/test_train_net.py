@@ -113,3 +113,43 @@ def test_command_line_prints_one_error_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: SOLVER.IMS_PER_BATCH=3 does not divide among 2 processes; use a multiple of 2"]
+
+
+def test_no_clip_weights_is_an_error_before_training(world, clip_file, tmp_path, monkeypatch):
+    """Without a CLIP file the frozen CLIP would stay random: refused before any iteration, and
+    for evaluation of a checkpoint without CLIP tensors; ``CLIP_WEIGHTS random`` asks for it."""
+    monkeypatch.chdir(tmp_path)  # no weights/ViT-B-16.pt here
+    monkeypatch.delenv("FREESEG_CLIP_WEIGHTS", raising=False)
+    base = ("tiny_learn_prompt.yaml", tmp_path / "train", "", "world_train_full_task_base_classification",
+            "world_val_full_task_classification")
+    with pytest.raises(FreeSegError, match=r"^No CLIP weights file was found: put OpenAI's ViT-B-16\.pt at "
+                                           r"weights/ViT-B-16\.pt .*CLIP_WEIGHTS random"):
+        train_net.main(_args(*base))
+    assert not (tmp_path / "train" / "metrics.json").exists()
+
+    trained = tmp_path / "trained"
+    train_net.main(_args(*base[:1], trained, clip_file, *base[3:]))
+    state = torch.load(trained / "model_final.pth", weights_only=True)
+    no_clip = tmp_path / "no_clip.pth"
+    torch.save({"model": {k: v for k, v in state["model"].items() if not k.startswith("clip_adapter.clip_model.")}},
+               no_clip)
+    with pytest.raises(FreeSegError, match=rf"^{no_clip} holds no CLIP weights and no CLIP weights file was found"):
+        train_net.main(_args(*base, "MODEL.WEIGHTS", str(no_clip), eval_only=True))
+    # the full checkpoint carries its CLIP: evaluation needs no file
+    results = train_net.main(_args(*base, "MODEL.WEIGHTS", str(trained / "model_final.pth"), eval_only=True))
+    assert "Top1" in results["classification"]
+
+
+def test_random_clip_on_purpose_passes_the_check(tmp_path, monkeypatch):
+    from freeseg.config import get_cfg
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FREESEG_CLIP_WEIGHTS", raising=False)
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", "random"])
+    model = torch.nn.Module()
+    model.clip_adapter = torch.nn.Module()
+    train_net.require_clip(cfg, model, None, "")  # no error
+    cfg.merge_from_list(["MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", ""])
+    with pytest.raises(FreeSegError, match="No CLIP weights file"):
+        train_net.require_clip(cfg, model, None, "")

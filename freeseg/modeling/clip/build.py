@@ -5,7 +5,7 @@ from typing import Any
 
 from ...utils.errors import FreeSegError
 from .adapter import ClipAdapter, MaskFormerClipAdapter
-from .model import build_clip, clip_weights_path, resolve_clip_name
+from .model import RANDOM_CLIP, build_clip, clip_weights_path, resolve_clip_name
 from .prompt_learner import PromptLearner
 
 
@@ -54,6 +54,6 @@ def build_clip_adapter(cfg: Any, *, stage2: bool = True) -> ClipAdapter:
             region_batch=int(ca.REGION_BATCH),
             region_dtype=str(ca.REGION_DTYPE),
         )
-    if weights:  # a real CLIP is there now: its width must match the prompts
+    if weights and weights != RANDOM_CLIP:  # a real CLIP is there now: its width must match the prompts
         adapter.check_clip()
     return adapter

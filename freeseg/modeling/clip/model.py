@@ -48,7 +48,11 @@ OPENAI_CLIP_FILES: dict[str, str] = {
 }
 
 CLIP_WEIGHTS_ENV = "FREESEG_CLIP_WEIGHTS"
-_FREESEG_CLIP_PREFIX = "clip_adapter.clip_model."
+# ``MODEL.CLIP_ADAPTER.CLIP_WEIGHTS random``: a randomly initialised CLIP on purpose (tests,
+# benchmarks, smoke runs); without it, training and evaluation refuse a CLIP no file filled.
+RANDOM_CLIP = "random"
+CLIP_PREFIX = "clip_adapter.clip_model."
+_FREESEG_CLIP_PREFIX = CLIP_PREFIX
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
@@ -85,11 +89,35 @@ def resolve_clip_name(name: str) -> tuple[str, bool]:
 
 def clip_weights_path(configured: str, model_name: str) -> str:
     """The CLIP weights file: the config key, else ``$FREESEG_CLIP_WEIGHTS``, else
-    ``weights/<name with "/" as "-">.pt`` when that file exists, else "" (none)."""
+    ``weights/<name with "/" as "-">.pt`` when that file exists, else "" (none).
+    :data:`RANDOM_CLIP` is passed through (random weights asked for)."""
     if configured or os.environ.get(CLIP_WEIGHTS_ENV):
         return configured or os.environ[CLIP_WEIGHTS_ENV]
     default = os.path.join("weights", model_name.replace("/", "-") + ".pt")
     return default if os.path.isfile(default) else ""
+
+
+def require_clip_weights(clip_file: str, missing: list[str] | None, source: str, model_name: str) -> None:
+    """FreeSegError when the model's CLIP would keep random weights.
+
+    Args:
+        clip_file: what :func:`clip_weights_path` found ("" for nothing).
+        missing: the model keys the checkpoint ``source`` lacked (None: no checkpoint loaded).
+        source: that checkpoint, for the message.
+        model_name: ``MODEL.CLIP_ADAPTER.CLIP_MODEL_NAME``, to name the file wanted.
+    """
+    if clip_file:  # a weights file, or RANDOM_CLIP asked for on purpose
+        return
+    if missing is not None and not any(k.startswith(CLIP_PREFIX) for k in missing):
+        return  # the checkpoint filled the CLIP
+    wanted = (f"OpenAI's {OPENAI_CLIP_FILES[model_name]}" if model_name in OPENAI_CLIP_FILES
+              else f"the open_clip checkpoint of {model_name}")
+    where = f"{source} holds no CLIP weights and no" if missing is not None else "No"
+    raise FreeSegError(
+        f"{where} CLIP weights file was found: put {wanted} at weights/{model_name.replace('/', '-')}.pt "
+        f"or point MODEL.CLIP_ADAPTER.CLIP_WEIGHTS (or ${CLIP_WEIGHTS_ENV}) at it (README, 'Where weights go'); "
+        f"MODEL.CLIP_ADAPTER.CLIP_WEIGHTS {RANDOM_CLIP} runs with a random CLIP on purpose"
+    )
 
 
 def load_clip_state_dict(path: str, model_name: str = "ViT-B/16") -> dict[str, Tensor]:
@@ -230,7 +258,10 @@ def build_clip(name: str, weights: str = "") -> CLIP:
     which rebuilds it to the checkpoint's shape); one log line says so.
     """
     arch_name, quick_gelu = resolve_clip_name(name)
-    if not weights:
+    if weights == RANDOM_CLIP:
+        logger.info("CLIP %s built with random weights (MODEL.CLIP_ADAPTER.CLIP_WEIGHTS %s)", name, RANDOM_CLIP)
+        model = _create_named(arch_name)
+    elif not weights:
         logger.info(
             "CLIP %s built without weights (MODEL.CLIP_ADAPTER.CLIP_WEIGHTS / $%s unset): "
             "load a FreeSeg checkpoint or set the weights before using it", name, CLIP_WEIGHTS_ENV,
