@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""FreeSeg's demo entry point, kept for its users: the same as ``freeseg demo``.
+"""The demo entry point (FreeSeg itself has none), next to train_net.py: the same as ``freeseg demo``.
 
     python demo.py --config-file FILE --input IMAGES... --output DIR [--opts KEY VALUE ...]
 

@@ -12,18 +12,21 @@ _EPILOG = """\
 Examples:
 
 Train the prompts (stage 1) on 8 GPUs:
-    $ {prog} --config-file configs/coco-stuff-164k-156/mask2former_learn_prompt_bs32_16k.yaml --num-gpus 8
+    $ {prog} --config-file configs/coco-stuff-164k-156/mask2former_learn_prompt_bs32_16k.yaml --num-gpus 8 \\
+        OUTPUT_DIR output/prompts
 
-Train the all-task model (stage 2), changing the learning rate and the output folder:
+Train the all-task model (stage 2) with those prompts, changing the learning rate:
     $ {prog} --config-file configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml \\
-        --num-gpus 8 SOLVER.BASE_LR 0.0001 OUTPUT_DIR output/alltask
+        --num-gpus 8 MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT output/prompts/model_final.pth \\
+        SOLVER.BASE_LR 0.0001 OUTPUT_DIR output/alltask
 
-Evaluate a trained model:
+Evaluate a trained model (PQ and mask AP; the _test_semseg config gives mIoU):
     $ {prog} --config-file configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml \\
         --eval-only MODEL.WEIGHTS weights/model_final.pth
 
-On a CPU (no GPU), with the tiny config (MODEL.DEVICE cpu is set in it):
-    $ {prog} --config-file configs/tiny/tiny_alltask.yaml
+On a CPU, after `make demo` (the quickstart's world and model; its configs set MODEL.DEVICE cpu):
+    $ {prog} --config-file configs/quickstart/alltask.yaml --eval-only \\
+        MODEL.WEIGHTS output/quickstart/stage2/model_final.pth
 
 Several machines: run on each, with a reachable address of machine 0:
     (machine0)$ {prog} --config-file FILE --num-gpus 8 --num-machines 2 --machine-rank 0 --dist-url tcp://10.0.0.1:29500

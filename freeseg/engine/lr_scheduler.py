@@ -5,8 +5,8 @@ iteration whose optimizer step is about to run (``it = 0`` for the first step). 
 detectron2 (``WarmupCosineLR``, ``WarmupMultiStepLR`` through fvcore's param schedulers) and
 Mask2Former (``WarmupPolyLR``), which FreeSeg's configs use:
 
-- poly (Mask2Former): ``warm(it) * (1 - it / max_iter) ** power``, held at ``constant_ending``
-  once warm-up is over; ``warm`` = ``warmup_factor`` (constant) or the line from
+- poly (Mask2Former): ``warm(it) * (1 - it / max_iter) ** power``, with ``constant_ending`` as
+  a floor once warm-up is over; ``warm`` = ``warmup_factor`` (constant) or the line from
   ``warmup_factor`` to 1 (linear) during warm-up, 1 after;
 - cosine and multi-step (detectron2/fvcore): during warm-up ``warmup_factor * m(0)`` (constant)
   or the line from there to ``m(warmup_iters)`` (linear); ``m(it)`` after;

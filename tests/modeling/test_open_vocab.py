@@ -268,3 +268,47 @@ def test_test_amp_warns_once_where_the_cpu_lacks_the_dtype(model, monkeypatch, c
         model.inference_dtype = None
     warned = [r for r in caplog.records if "TEST.AMP.DTYPE float16" in r.getMessage()]
     assert len(warned) == (0 if native else 1)
+
+
+def test_instance_task_without_panoptic(model, monkeypatch):
+    """Instance on, panoptic off (the original raised NameError there, FREESEG_SPEC §8.2): every
+    class may form instances, stuff included, since no panoptic task claims the stuff."""
+    monkeypatch.setattr(model, "eval_tasks", [TASKS[0], TASKS[1]])
+    out = model([_sample(seed=3)])[0]
+    assert set(out) == {"sem_seg", "instances"}
+    inst = out["instances"]
+    assert inst["pred_masks"].shape == (len(inst["scores"]), 80, 104) and len(inst["scores"]) > 0
+    # top-k (100) covers all 12 queries x 3 classes: the stuff classes 1 and 2 are there too
+    assert set(inst["pred_classes"].tolist()) == {0, 1, 2}
+
+
+def test_vocabulary_larger_than_the_training_classes(model, monkeypatch):
+    """Classes beyond NUM_CLASSES (3) are kept (the original dropped label == NUM_CLASSES as void,
+    §8.3). The class scores are equivariant to the vocabulary's order, so rotating a 6-name
+    vocabulary must rotate the panoptic and instance labels and change nothing else; over the
+    6 rotations every segment's class takes every index, 3 to 5 included."""
+    import dataclasses
+
+    names = ["cat", "dog", "horse", "sheep", "cow", "bird"]
+    monkeypatch.setattr(model, "thresholds", dataclasses.replace(model.thresholds, object_mask=0.0))
+    sample = _sample(seed=4)
+    reference = None
+    try:
+        for shift in range(len(names)):
+            model.set_vocabulary(names[shift:] + names[:shift])
+            out = model([sample])[0]
+            ids, segments = out["panoptic_seg"]
+            # back to the unrotated vocabulary's indices
+            labels = sorted((s["id"], (s["category_id"] + shift) % 6, int(s["area"])) for s in segments)
+            instances = sorted(((int(c) + shift) % 6, float(p)) for c, p in
+                               zip(out["instances"]["pred_classes"], out["instances"]["scores"]))
+            if reference is None:
+                reference = (ids, labels, instances)
+                assert labels  # threshold 0: there are segments to follow
+                continue
+            assert torch.equal(ids, reference[0]), shift
+            assert labels == reference[1], shift
+            assert [c for c, _ in instances] == [c for c, _ in reference[2]], shift
+            assert [p for _, p in instances] == pytest.approx([p for _, p in reference[2]], abs=1e-5), shift
+    finally:
+        model.set_vocabulary(NAMES, trainable_flag=[1, 0, 1], thing_flags=[1, 0, 0])
