@@ -4,7 +4,8 @@ Commands dispatch lazily (``freeseg --help`` imports no torch) to the modules th
 them: ``train``/``eval`` -> ``freeseg.engine.train_net.run(args)`` (which launches the
 per-process ``main(args)`` on ``--num-gpus`` x ``--num-machines`` processes, or torchrun's);
 ``demo``, ``quickstart``, ``prepare`` -> ``freeseg.cli.<command>.main(argv)``. A :class:`FreeSegError` (bad input the user
-can fix) is printed as one ``error: ...`` line on stderr with exit status 2, no traceback.
+can fix) is printed as one ``error: ...`` line on stderr with exit status 2 (or the error's
+``exit_status``: 128 + the signal for training stopped by one), no traceback.
 """
 from __future__ import annotations
 
@@ -109,10 +110,23 @@ def _validate_config(args: argparse.Namespace) -> None:
     second with one line instead of after spawning processes and importing the model."""
     from ..config import get_cfg
 
+    if not args.config_file:  # the bare defaults are detectron2's GeneralizedRCNN: not a FreeSeg model
+        raise FreeSegError(
+            "no --config-file: pass the FreeSeg config to train or evaluate, e.g. "
+            "--config-file configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml"
+        )
     cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts or [])
+    if args.eval_only and not cfg.DATASETS.TEST:
+        raise FreeSegError(
+            "--eval-only with an empty DATASETS.TEST: nothing to evaluate; name the test data sets, "
+            "e.g. DATASETS.TEST \"('coco_2017_test_stuff_sem_seg',)\""
+        )
+    from ..data.catalog import DatasetCatalog
+
+    for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if not args.eval_only else cfg.DATASETS.TEST:
+        DatasetCatalog.require(name)  # a typo fails here, with the closest registered names
 
 
 def _run_training(command: str, argv: Sequence[str], prog: str) -> int:
@@ -157,7 +171,7 @@ def run_command(command: str, argv: Sequence[str], prog: str | None = None) -> i
     except FreeSegError as exc:
         message = " ".join(str(exc).split("\n")).strip()
         print(f"error: {message}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)  # e.g. 130 for training stopped by Ctrl-C
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -61,29 +61,6 @@ def check_weights_config(cfg: Any) -> str:
     return resolve_weights_path(weights)
 
 
-def load_demo_weights(
-    model: torch.nn.Module, path: str, config_file: str, clip_file: str, clip_name: str = "ViT-B/16"
-) -> None:
-    """Load ``path`` into ``model``; FreeSegError unless it fills the whole model.
-
-    A checkpoint without CLIP tensors is accepted only when a CLIP weights file was loaded
-    at build time (``clip_file``, of the CLIP named ``clip_name``)."""
-    from ..engine.weights import load_checkpoint
-    from ..modeling.clip.model import CLIP_PREFIX, require_clip_weights
-
-    missing, unexpected = load_checkpoint(model, path)
-    require_clip_weights(clip_file, missing, path, clip_name)
-    missing = [k for k in missing if not k.startswith(CLIP_PREFIX)]
-    if missing or unexpected:
-        example = (missing + unexpected)[0]
-        where = f"config {config_file}" if config_file else "the default config"
-        raise FreeSegError(
-            f"checkpoint {path} does not match {where}: {len(missing)} model tensors missing, "
-            f"{len(unexpected)} unexpected (e.g. {example}); pass the --config-file the model was "
-            "trained with"
-        )
-
-
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
     """(h, w) after the test mapper's ResizeShortestEdge (0 = keep the size)."""
     from ..data.transforms import shortest_edge_size
@@ -151,6 +128,7 @@ class DemoPredictor:
         output_memory_gb: float = 4.0,
     ) -> "DemoPredictor":
         """Build the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and load ``cfg.MODEL.WEIGHTS``."""
+        from ..engine.weights import load_trained_weights
         from ..modeling import build_model
         from ..modeling.clip.model import clip_weights_path
 
@@ -163,7 +141,8 @@ class DemoPredictor:
         ca = cfg.MODEL.CLIP_ADAPTER
         clip_file = clip_weights_path(str(getattr(ca, "CLIP_WEIGHTS", "")), str(ca.CLIP_MODEL_NAME))
         model = build_model(cfg)
-        load_demo_weights(model, weights, config_file, clip_file, str(ca.CLIP_MODEL_NAME))
+        load_trained_weights(model, weights, clip_file=clip_file, clip_name=str(ca.CLIP_MODEL_NAME),
+                             config_file=config_file)
         return cls(
             model,
             vocabulary,

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -110,12 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     100 * summary["region_acc_seen"], 100 * summary["region_acc_unseen"],
                     summary["seconds"])
 
+    # Training refuses to overwrite a run without --resume: an interrupted stage continues, and
+    # --fresh removes the stage's folder first (it holds only this command's outputs).
+    def fresh_folder(folder: Path) -> None:
+        if args.fresh and folder.exists():
+            shutil.rmtree(folder)
+
     def run_stage1() -> None:
+        fresh_folder(stage1)
         _train_net(configs / "learn_prompt.yaml", common + [
             "OUTPUT_DIR", str(stage1), "SOLVER.MAX_ITER", str(plan.stage1_iters),
-            "SOLVER.CHECKPOINT_PERIOD", str(plan.stage1_iters), "DATASETS.TEST", "()"])
+            "SOLVER.CHECKPOINT_PERIOD", str(plan.stage1_iters), "DATASETS.TEST", "()"], flags=["--resume"])
 
     def run_stage2() -> None:
+        fresh_folder(stage2)
         _train_net(configs / "alltask.yaml", common + [
             "OUTPUT_DIR", str(stage2), "SOLVER.MAX_ITER", str(plan.stage2_iters),
             "SOLVER.CHECKPOINT_PERIOD", str(max(plan.stage2_iters // 3, 1)),

@@ -11,13 +11,15 @@ config, see :func:`config_fingerprint`), ``world_size``.
 
 Files are written to a temporary name and renamed (``os.replace`` is atomic on POSIX), so a
 crash mid-write never leaves a truncated checkpoint; ``last_checkpoint`` (a text file with the
-file name) is replaced the same way and only after the checkpoint itself is complete.
+file name) is replaced the same way and only after the checkpoint itself is complete. Without that
+pointer, ``--resume`` continues from the newest checkpoint in the folder.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -26,15 +28,16 @@ from torch import nn
 
 from ..utils import comm
 from ..utils.errors import FreeSegError
-from .weights import load_checkpoint, load_state_dict_checked, read_weights_file
+from .weights import UnreadableWeightsError, load_checkpoint, load_state_dict_checked, read_weights_file
 
-__all__ = ["Checkpointer", "load_checkpoint", "config_fingerprint", "atomic_save"]
+__all__ = ["Checkpointer", "load_checkpoint", "config_fingerprint", "atomic_save", "find_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
 # Keys that may change between a run and its resume without changing what is computed.
 _RESUME_FREE_KEYS = ("MODEL.WEIGHTS", "MODEL.DEVICE", "SOLVER.CHECKPOINT_PERIOD")
 _IDENTITY_SECTIONS = ("MODEL.", "SOLVER.", "INPUT.", "DATASETS.TRAIN", "SEED")
+_CHECKPOINT_NAME = re.compile(r"model_(\d{7}|final)\.pth")  # what PeriodicCheckpointer writes
 
 
 def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -134,6 +137,15 @@ def _atomic_write_text(text: str, path: str) -> None:
     os.replace(tmp, path)
 
 
+def find_checkpoints(save_dir: str) -> list[str]:
+    """The checkpoints (``model_XXXXXXX.pth``, ``model_final.pth``) in ``save_dir``, oldest first
+    (by modification time; the name breaks ties)."""
+    if not os.path.isdir(save_dir):
+        return []
+    paths = [os.path.join(save_dir, n) for n in os.listdir(save_dir) if _CHECKPOINT_NAME.fullmatch(n)]
+    return sorted(paths, key=lambda p: (os.path.getmtime(p), p))
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DDP and ``torch.compile`` wrappers (in either order)."""
     while True:
@@ -165,6 +177,7 @@ class Checkpointer:
         self.save_dir = save_dir
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.fingerprint = fingerprint or {}
+        self.last_saved: str | None = None  # the last checkpoint this run saved
 
     @property
     def _pointer(self) -> str:
@@ -175,6 +188,7 @@ class Checkpointer:
         rng = comm.all_gather(get_rng_state(_unwrap(self.model)))
         path = os.path.join(self.save_dir, f"{name}.pth")
         if not comm.is_main_process():
+            self.last_saved = path
             return path
         data: dict[str, Any] = {
             "model": _unwrap(self.model).state_dict(),
@@ -192,20 +206,33 @@ class Checkpointer:
         os.makedirs(self.save_dir, exist_ok=True)
         atomic_save(data, path)
         _atomic_write_text(os.path.basename(path), self._pointer)
+        self.last_saved = path
         logger.info("saved checkpoint %s (iteration %d)", path, iteration)
         return path
 
     def last_checkpoint(self) -> str | None:
-        """The file ``last_checkpoint`` names, or None when there is none."""
+        """The checkpoint to resume from: the file ``last_checkpoint`` names or, when there is no
+        such pointer, the newest checkpoint in ``save_dir`` (logged); None when there is none."""
+        found = find_checkpoints(self.save_dir)
         if not os.path.isfile(self._pointer):
+            if found:
+                logger.warning("%s has no last_checkpoint file: using the newest checkpoint there, %s",
+                               self.save_dir, os.path.basename(found[-1]))
+                return found[-1]
             return None
         with open(self._pointer) as f:
-            path = os.path.join(self.save_dir, f.read().strip())
+            name = f.read().strip()
+        if found:
+            newest = os.path.basename(found[-1])
+            fix = (f"delete {self._pointer} and rerun with --resume to continue from the newest checkpoint "
+                   f"there, {newest}")
+        else:
+            fix = f"delete {self._pointer} to start over (no checkpoint is in {self.save_dir})"
+        if not name:
+            raise FreeSegError(f"{self._pointer} is empty instead of naming a checkpoint; {fix}")
+        path = os.path.join(self.save_dir, name)
         if not os.path.isfile(path):
-            raise FreeSegError(
-                f"{self._pointer} names {path}, which does not exist; delete the pointer or "
-                "restore the file, then rerun with --resume"
-            )
+            raise FreeSegError(f"{self._pointer} names {name}, which does not exist; restore that file, or {fix}")
         return path
 
     def resume(self, path: str) -> int:
@@ -218,7 +245,10 @@ class Checkpointer:
         Split so that the optimizer and DDP can be built after the model has its final
         parameters (a ``prepare_for_state_dict`` hook may rebuild submodules).
         """
-        data = read_weights_file(path)
+        try:
+            data = read_weights_file(path)
+        except UnreadableWeightsError as e:
+            raise FreeSegError(f"--resume: {path} {e.problem}; {self._without(path)}") from None
         if "iteration" not in data or "model" not in data:
             raise FreeSegError(f"{path} is not a freeseg training checkpoint; use MODEL.WEIGHTS for weights")
         self._check_config(data.get("config", {}), path)
@@ -230,6 +260,15 @@ class Checkpointer:
                 "resume only with the config that wrote it"
             )
         return data
+
+    def _without(self, path: str) -> str:
+        """How to go on when the checkpoint ``path`` cannot be used: from an older one, or afresh."""
+        older = [p for p in find_checkpoints(self.save_dir) if not os.path.samefile(p, path)]
+        delete = f"delete {path}" + (f" and {self._pointer}" if os.path.isfile(self._pointer) else "")
+        if older:
+            return f"an older checkpoint is there: {delete}, then rerun with --resume to continue from {older[-1]}"
+        return (f"no older checkpoint is in {self.save_dir}: restore the file, or start over in a new "
+                "OUTPUT_DIR (or delete this one)")
 
     def restore_training_state(self, data: Mapping[str, Any], path: str) -> int:
         """Second half of :meth:`resume`: optimizer, scheduler, scaler and generators."""

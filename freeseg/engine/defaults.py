@@ -54,7 +54,11 @@ def set_deterministic(enabled: bool) -> None:
 
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     """``SOLVER.IMS_PER_BATCH`` is the global batch; each process gets an equal share."""
-    if global_batch <= 0 or global_batch % world_size:
+    if global_batch <= 0:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH must be positive (the total batch over all processes), got {global_batch}"
+        )
+    if global_batch % world_size:
         raise ConfigError(
             f"SOLVER.IMS_PER_BATCH={global_batch} does not divide among {world_size} processes; "
             f"use a multiple of {world_size}"
@@ -149,6 +153,27 @@ def set_vocabulary(model: Any, dataset_name: str) -> None:
     """Point a model with ``set_vocabulary`` (both FreeSeg stages) at a data set's classes."""
     if hasattr(model, "set_vocabulary"):
         model.set_vocabulary(**vocabulary_from_metadata(dataset_name))
+
+
+def require_device(name: str) -> None:
+    """ConfigError unless ``MODEL.DEVICE`` (``name``) is ``cpu`` or a CUDA device usable here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"MODEL.DEVICE {name!r} is not a device; use cpu or cuda (cuda:N for GPU N)")
+    if device.type == "cpu":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"MODEL.DEVICE {name}, but no CUDA GPU is usable here; add 'MODEL.DEVICE cpu' to run on the CPU"
+        )
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"MODEL.DEVICE {name} but only {torch.cuda.device_count()} GPUs are visible; use cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}, or cuda (with --num-gpus for several)"
+        )
 
 
 def require_weights(cfg: Any) -> str:

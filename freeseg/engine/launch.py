@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from datetime import timedelta
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
@@ -86,6 +88,10 @@ def launch(
         if num_machines > 1:
             raise FreeSegError("--dist-url auto works on one machine only; pass tcp://<rank-0 host>:<port>")
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
+    check_dist_url(dist_url)
+    if num_machines > 1:  # the rendezvous blocks until every machine has started its processes
+        print(f"machine {machine_rank} of {num_machines}: waiting at {dist_url} for all {world_size} processes "
+              f"({num_gpus_per_machine} per machine) to join", file=sys.stderr, flush=True)
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
     try:
@@ -103,6 +109,21 @@ def launch(
             raise FreeSegError(errors.get()) from None
         raise
     return None
+
+
+def check_dist_url(url: str) -> None:
+    """FreeSegError unless ``url`` is a rendezvous address torch.distributed can use."""
+    parsed = urlparse(url)
+    try:
+        usable = parsed.scheme in ("env", "file") or (parsed.scheme == "tcp" and bool(parsed.hostname)
+                                                       and parsed.port is not None)
+    except ValueError:  # a port that is not a number
+        usable = False
+    if not usable:
+        raise FreeSegError(
+            f"--dist-url {url} is not a rendezvous address; use tcp://<host of machine 0>:<free port> "
+            "(or auto on one machine)"
+        )
 
 
 def _init_group(backend: str, url: str, world: int, rank: int, local_rank: int, timeout: timedelta) -> None:

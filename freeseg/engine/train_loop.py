@@ -15,6 +15,7 @@ and around the whole run.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 import weakref
@@ -34,6 +35,20 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(FreeSegError):
     """A loss became NaN or infinite (and ``SOLVER.NONFINITE_LOSS`` is ``stop``)."""
+
+
+class TrainingStopped(FreeSegError):
+    """Training stopped early on request (a signal) after saving a checkpoint.
+
+    ``exit_status`` is what the command line exits with: 128 + the signal's number, as shells
+    report a job a signal ended (130 for SIGINT), so that ``train && eval`` does not go on.
+    """
+
+    def __init__(self, reason: str, iteration: int) -> None:
+        super().__init__(f"stopped by {reason} after iteration {iteration}; rerun with --resume to continue")
+        self.reason, self.iteration = reason, iteration
+        sig = signal.Signals.__members__.get(reason)  # None: "stop requested on another rank"
+        self.exit_status = 128 + int(sig if sig is not None else signal.SIGINT)
 
 
 class HookBase:
@@ -219,9 +234,8 @@ class Trainer:
         terms = ", ".join(f"{k}={v:.4g}" for k, v in reduced.items() if not torch.isfinite(torch.tensor(v)))
         if self.nonfinite == "stop":
             raise NonFiniteLossError(
-                f"non-finite loss at iteration {self.iter} ({terms}); the last checkpoint is "
-                "intact: lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume, "
-                "or set SOLVER.NONFINITE_LOSS skip"
+                f"non-finite loss at iteration {self.iter} ({terms}): lower SOLVER.BASE_LR or enable "
+                "SOLVER.CLIP_GRADIENTS, or set SOLVER.NONFINITE_LOSS skip"
             )
         self.nonfinite_skips += 1
         logger.warning("iteration %d: non-finite loss (%s), update skipped (%d so far)",

@@ -5,9 +5,11 @@
 Both FreeSeg stages are plain models here: stage 1 (``ProposalClipClassifier``, prompt
 learning) and stage 2 (``OpenVocabulary``, all tasks) train and evaluate through the same path.
 
-Flow of :func:`main` (runs in every process): :func:`setup` (config, output folder, logs,
-seeds) → ``build_model`` → either evaluation with ``MODEL.WEIGHTS`` (``--eval-only``) or
-:func:`do_train` (resume or load weights, DDP, trainer with hooks, final evaluation).
+Flow of :func:`main` (runs in every process): :func:`setup` (config, checks, output folder,
+logs, seeds) → ``build_model`` → either evaluation with ``MODEL.WEIGHTS`` (``--eval-only``; the
+checkpoint must fill the whole model) or :func:`do_train` (resume or load weights, DDP, trainer
+with hooks, final evaluation). Training stopped by a signal raises :class:`TrainingStopped`
+after its checkpoint is saved, so that the command exits non-zero.
 """
 from __future__ import annotations
 
@@ -21,31 +23,56 @@ from torch import nn
 
 from ..utils import comm
 from ..utils.errors import FreeSegError
-from .checkpoint import Checkpointer, config_fingerprint
+from .checkpoint import Checkpointer, config_fingerprint, find_checkpoints
 from .defaults import (
     amp_dtype,
     build_hooks,
     cfg_get,
     default_setup,
     per_rank_batch_size,
+    require_device,
     require_weights,
     set_vocabulary,
 )
 from .launch import create_ddp_model, default_backend, launch
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_grad_clipper, build_optimizer
-from .train_loop import Trainer
-from .weights import load_checkpoint
+from .train_loop import NonFiniteLossError, Trainer, TrainingStopped
+from .weights import load_checkpoint, load_trained_weights
 
 logger = logging.getLogger("freeseg.engine")
 
 
 def setup(args: Any) -> Any:
-    """Config from ``--config-file`` and trailing ``KEY VALUE`` opts, then :func:`default_setup`."""
+    """Config from ``--config-file`` and trailing ``KEY VALUE`` opts, checks that fail before
+    anything is written (device, batch split, a run in ``OUTPUT_DIR`` that training without
+    ``--resume`` would overwrite), then :func:`default_setup`."""
     cfg = load_config(args)
+    require_device(str(cfg.MODEL.DEVICE))
     per_rank_batch_size(int(cfg.SOLVER.IMS_PER_BATCH), comm.get_world_size())
+    if not args.eval_only and not args.resume:
+        refuse_to_overwrite(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     return cfg
+
+
+def refuse_to_overwrite(output_dir: str) -> None:
+    """FreeSegError when ``output_dir`` already holds a training run (checkpoints or a
+    ``last_checkpoint`` pointer), which a new run would overwrite."""
+    found = find_checkpoints(output_dir)
+    if not found and not os.path.isfile(os.path.join(output_dir, "last_checkpoint")):
+        return
+    if not found:
+        held = "a last_checkpoint file"
+    elif found[-1].endswith("model_final.pth"):
+        held = "a finished run (model_final.pth)"
+    else:
+        name = os.path.basename(found[-1])
+        held = f"a run up to iteration {int(name[len('model_'):-len('.pth')])} ({name})"
+    raise FreeSegError(
+        f"OUTPUT_DIR {output_dir} already holds {held}; pass --resume to continue it, or pick another "
+        "OUTPUT_DIR (or delete that folder) to start over"
+    )
 
 
 def load_config(args: Any) -> Any:
@@ -63,13 +90,20 @@ def require_clip(cfg: Any, model: nn.Module, missing: list[str] | None, source: 
     """FreeSegError before any iteration or image when ``model``'s frozen CLIP would keep random
     weights: no CLIP file found and the checkpoint ``source`` (``missing``: the model keys it
     lacked; None when nothing was loaded) held none."""
-    from ..modeling.clip.model import clip_weights_path, require_clip_weights
+    from ..modeling.clip.model import require_clip_weights
 
     if not hasattr(model, "clip_adapter"):
         return
-    ca = cfg.MODEL.CLIP_ADAPTER
-    name = str(ca.CLIP_MODEL_NAME)
-    require_clip_weights(clip_weights_path(str(ca.CLIP_WEIGHTS), name), missing, source, name)
+    clip_file, name = _clip_file(cfg)
+    require_clip_weights(clip_file, missing, source, name)
+
+
+def _clip_file(cfg: Any) -> tuple[str, str]:
+    """(the CLIP weights file found for the config, "" if none; the CLIP's name)."""
+    from ..modeling.clip.model import clip_weights_path
+
+    name = str(cfg.MODEL.CLIP_ADAPTER.CLIP_MODEL_NAME)
+    return clip_weights_path(str(cfg.MODEL.CLIP_ADAPTER.CLIP_WEIGHTS), name), name
 
 
 def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
@@ -154,7 +188,13 @@ def do_train(
     checkpointer.optimizer, checkpointer.scheduler, checkpointer.scaler = optimizer, scheduler, trainer.scaler
     start_iter = 0 if resumed is None else checkpointer.restore_training_state(resumed, last)
     trainer.register_hooks(build_hooks(cfg, trainer, checkpointer, eval_fn, log_period))
-    trainer.train(start_iter, int(cfg.SOLVER.MAX_ITER))
+    try:
+        trainer.train(start_iter, int(cfg.SOLVER.MAX_ITER))
+    except NonFiniteLossError as e:
+        intact = checkpointer.last_saved or last
+        where = (f"the last checkpoint, {intact}, is intact: rerun with --resume to continue from it" if intact
+                 else "no checkpoint was saved before it: rerun from the start")
+        raise NonFiniteLossError(f"{e}; {where}") from None
     if trainer.stopped_early:
         logger.warning("stopped by %s after iteration %d; rerun with --resume to continue",
                        trainer.stop_requested, trainer.iter - 1)
@@ -173,10 +213,16 @@ def main(args: Any) -> Any:
     if args.eval_only:
         last = Checkpointer(model, cfg.OUTPUT_DIR).last_checkpoint() if args.resume else None
         source = last or require_weights(cfg)
-        missing, _ = load_checkpoint(model, source)
-        require_clip(cfg, model, missing, source)
+        clip_file, clip_name = _clip_file(cfg)
+        # A trained model must fill the whole model (unlike MODEL.WEIGHTS for training, which
+        # may be a backbone): evaluating half-random weights would report a wrong score.
+        load_trained_weights(model, source, clip_file=clip_file, clip_name=clip_name,
+                             config_file=getattr(args, "config_file", ""))
         return do_test(cfg, model)
     trainer = do_train(cfg, model, resume=args.resume)
+    if trainer.stopped_early:
+        comm.synchronize()  # rank 0 may still be writing the checkpoint
+        raise TrainingStopped(str(trainer.stop_requested), trainer.iter - 1)
     return _eval_results(trainer)
 
 

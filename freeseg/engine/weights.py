@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from collections import defaultdict
 from typing import Any
 from urllib.parse import urlparse
@@ -70,8 +71,41 @@ def resolve_weights_path(path: str) -> str:
     )
 
 
+class UnreadableWeightsError(FreeSegError):
+    """A weights file that is there but cannot be read: empty, cut short, damaged, or no weights
+    file at all. ``problem`` is the message without its fix, for callers that know a better fix
+    (``--resume`` with an older checkpoint at hand)."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        super().__init__(f"{path} {problem}; {fix}")
+        self.problem = problem
+
+
+_COPY_AGAIN = "copy or download it again"
+
+
 def read_weights_file(path: str) -> dict[str, Any]:
-    """The raw object stored in ``path`` (a dict), read without executing code."""
+    """The raw object stored in ``path`` (a dict), read without executing code.
+
+    Raises :class:`UnreadableWeightsError` for an empty, cut-short or damaged file or one that is
+    no weights file (an image, text), and :class:`FreeSegError` for other contents.
+    """
+    if not os.access(path, os.R_OK):
+        raise FreeSegError(f"{path} cannot be read (permission denied); make it readable to this user")
+    if os.path.getsize(path) == 0:
+        raise UnreadableWeightsError(path, "is empty (0 bytes)", _COPY_AGAIN)
+    try:
+        obj = _load_weights_object(path)
+    except FreeSegError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged file raises anything from EOFError to KeyError
+        raise _unreadable(path, e) from None
+    if not isinstance(obj, dict):
+        raise FreeSegError(f"{path} holds a {type(obj).__name__}, not a state dict; save model.state_dict()")
+    return obj
+
+
+def _load_weights_object(path: str) -> Any:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -80,18 +114,42 @@ def read_weights_file(path: str) -> dict[str, Any]:
         # detectron2 model-zoo pickles hold only numpy arrays and builtins; latin1 for the
         # Python-2 era Caffe2 files.
         with open(path, "rb") as f:
-            obj = _SafeUnpickler(f, encoding="latin1").load()
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise FreeSegError(
-                f"{path} holds objects other than tensors and builtins and was not loaded "
-                f"(weights_only): {str(e).splitlines()[0]}; re-save its state dict with torch.save"
-            ) from None
-    if not isinstance(obj, dict):
-        raise FreeSegError(f"{path} holds a {type(obj).__name__}, not a state dict; save model.state_dict()")
-    return obj
+            return _SafeUnpickler(f, encoding="latin1").load()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unreadable(path: str, error: Exception) -> FreeSegError:
+    """The one-line error for a file that exists but failed to load with ``error``."""
+    with open(path, "rb") as f:
+        looks_like = _not_weights(f.read(16))
+    if looks_like:
+        return UnreadableWeightsError(path, f"is not a weights file ({looks_like})",
+                                      "give a .pth, .pkl or .safetensors checkpoint")
+    # PyTorch's weights_only message is mostly advice to load with weights_only=False; the cause
+    # is on the line after "WeightsUnpickler error:".
+    cause = str(error).split("WeightsUnpickler error:")[-1].strip()
+    cause = cause.splitlines()[0].split(". ")[0] if cause else ""
+    unsupported = re.match(r"Unsupported global: GLOBAL (\S+)", cause)
+    if unsupported:  # a complete pickle with classes in it
+        return FreeSegError(
+            f"{path} holds objects other than tensors and builtins ({unsupported.group(1)}) and was "
+            "not loaded (weights_only); re-save its state dict with torch.save"
+        )
+    reason = f"{type(error).__name__}: {cause}" if cause else type(error).__name__
+    return UnreadableWeightsError(path, f"is truncated or damaged ({reason})", _COPY_AGAIN)
+
+
+def _not_weights(head: bytes) -> str:
+    """What a file that starts with ``head`` is instead of weights, or "" when it may be weights
+    (a PyTorch zip, a pickle, or safetensors: an 8-byte header length, then a JSON header)."""
+    if head.startswith((b"PK\x03\x04", b"\x80")) or head[8:9] == b"{":
+        return ""
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image")):
+        if head.startswith(magic):
+            return f"it is {kind}"
+    if all(32 <= c < 127 or c in b"\t\r\n" for c in head):
+        return "it is text"
+    return "its first bytes are no PyTorch, pickle or safetensors format"
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -203,3 +261,28 @@ def load_checkpoint(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
     if not state:
         raise FreeSegError(f"{local} holds no tensors; point MODEL.WEIGHTS at a model checkpoint")
     return load_state_dict_checked(model, state, local)
+
+
+def load_trained_weights(
+    model: nn.Module, path: str, *, clip_file: str, clip_name: str, config_file: str = ""
+) -> None:
+    """Load a trained model's checkpoint ``path`` for inference (evaluation, demo): FreeSegError
+    unless it fills the whole model, where :func:`load_checkpoint` only warns.
+
+    CLIP tensors may be absent when a CLIP weights file was loaded at build time (``clip_file``,
+    of the CLIP named ``clip_name``; "" when none was found). ``config_file`` names the config
+    in the message.
+    """
+    from ..modeling.clip.model import CLIP_PREFIX, require_clip_weights
+
+    missing, unexpected = load_checkpoint(model, path)
+    require_clip_weights(clip_file, missing, path, clip_name)
+    missing = [k for k in missing if not k.startswith(CLIP_PREFIX)]
+    if missing or unexpected:
+        example = (missing + unexpected)[0]
+        where = f"config {config_file}" if config_file else "the default config"
+        raise FreeSegError(
+            f"checkpoint {path} does not match {where}: {len(missing)} model tensors missing, "
+            f"{len(unexpected)} unexpected (e.g. {example}); pass the --config-file (and KEY VALUE "
+            "overrides) the model was trained with"
+        )

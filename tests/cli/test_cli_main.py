@@ -86,6 +86,32 @@ def test_user_errors_are_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, capsys
     assert err.startswith("error: config key SOLVER.MAX_ITER: expected int") and err.count("\n") == 1
     assert call(["eval", "--config-file", "nope.yaml"]) == 2
     assert "config file not found: nope.yaml" in capsys.readouterr().err
+    # no config file (the defaults are no FreeSeg model), nothing to evaluate, a misspelt data set
+    assert call(["train", "SOLVER.MAX_ITER", "3"]) == 2
+    assert capsys.readouterr().err.startswith("error: no --config-file: pass the FreeSeg config")
+    assert call(["eval", "--config-file", TINY, "DATASETS.TEST", "()"]) == 2
+    assert capsys.readouterr().err.startswith("error: --eval-only with an empty DATASETS.TEST: nothing to evaluate")
+    assert call(["train", "--config-file", TINY, "DATASETS.TRAIN", "('coco_2017_train_full_task_bse',)"]) == 2
+    assert ("did you mean 'coco_2017_train_full_task_base'?" in capsys.readouterr().err)
+
+
+def test_training_stopped_by_a_signal_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from freeseg.engine.train_loop import TrainingStopped
+
+    def stopped(args):
+        raise TrainingStopped("SIGINT", 13)
+
+    _fake_engine(monkeypatch, stopped)
+    assert call(["train", "--config-file", TINY]) == 130  # `train && eval` must not go on
+    assert capsys.readouterr().err == "error: stopped by SIGINT after iteration 13; rerun with --resume to continue\n"
+
+    def terminated(args):
+        raise TrainingStopped("SIGTERM", 13)
+
+    _fake_engine(monkeypatch, terminated)
+    assert call(["train", "--config-file", TINY]) == 143
 
 
 def test_missing_command_module_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

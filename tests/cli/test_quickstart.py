@@ -42,3 +42,9 @@ def test_short_quickstart_chain_runs_every_stage(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already done") == 0
     assert again.stderr.count("already done") == 6
+    # --fresh redoes a training stage although its folder holds a finished run (training alone
+    # would refuse to overwrite it)
+    stamp = (out / "stage1" / "model_final.pth").stat().st_mtime_ns
+    fresh = subprocess.run(cmd + ["--only", "stage1", "--fresh"], capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert (out / "stage1" / "model_final.pth").stat().st_mtime_ns > stamp

@@ -1,6 +1,8 @@
 """Checkpoints: atomic writes, pointer, RNG round trip, and load_checkpoint's formats/errors."""
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import random
 
@@ -62,8 +64,42 @@ def test_checkpointer_pointer_and_our_format_loads(tmp_path):
 
 def test_pointer_to_a_missing_file_is_an_error(tmp_path):
     (tmp_path / "last_checkpoint").write_text("model_0000004.pth")
-    with pytest.raises(FreeSegError, match="model_0000004.pth, which does not exist"):
+    with pytest.raises(FreeSegError, match=r"model_0000004.pth, which does not exist; restore that file, or "
+                                           r"delete .*last_checkpoint to start over \(no checkpoint is in"):
         Checkpointer(ToySegmenter(), str(tmp_path)).last_checkpoint()
+    _save_at(tmp_path, "model_0000001", 0)
+    (tmp_path / "last_checkpoint").write_text("model_0000004.pth")
+    # deleting the pointer, as advised, resumes from the newest checkpoint: the advice names it
+    with pytest.raises(FreeSegError, match=r"delete .*last_checkpoint and rerun with --resume to continue from "
+                                           r"the newest checkpoint there, model_0000001.pth$"):
+        Checkpointer(ToySegmenter(), str(tmp_path)).last_checkpoint()
+
+
+def test_empty_pointer_says_so(tmp_path):
+    _save_at(tmp_path, "model_0000009", 0)
+    (tmp_path / "last_checkpoint").write_text("")
+    with pytest.raises(FreeSegError, match=r"last_checkpoint is empty instead of naming a checkpoint; delete .* "
+                                           r"continue from the newest checkpoint there, model_0000009.pth$"):
+        Checkpointer(ToySegmenter(), str(tmp_path)).last_checkpoint()
+
+
+def _save_at(folder, name: str, mtime: float) -> str:
+    """A checkpoint ``name`` in ``folder`` with its modification time set to ``mtime``."""
+    path = Checkpointer(ToySegmenter(), str(folder)).save(name, iteration=int(name[6:]) if name[6:].isdigit() else 9)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_no_pointer_resumes_from_the_newest_checkpoint(tmp_path, caplog):
+    _save_at(tmp_path, "model_0000004", 1000)
+    newest = _save_at(tmp_path, "model_0000009", 3000)
+    _save_at(tmp_path, "model_final", 2000)  # an older run's end, then resumed with a larger MAX_ITER
+    (tmp_path / "model_backup.pth").write_bytes(b"")  # not one of ours
+    (tmp_path / "last_checkpoint").unlink()
+    with caplog.at_level("WARNING", logger="freeseg.engine.checkpoint"):
+        assert Checkpointer(ToySegmenter(), str(tmp_path)).last_checkpoint() == newest
+    assert "no last_checkpoint file: using the newest checkpoint there, model_0000009.pth" in caplog.text
+    assert Checkpointer(ToySegmenter(), str(tmp_path / "absent")).last_checkpoint() is None
 
 
 def test_detectron2_pth_with_ddp_prefix(tmp_path):
@@ -181,3 +217,63 @@ def test_prepare_for_state_dict_hook_can_rebuild_a_submodule(tmp_path):
     assert freeseg.load_checkpoint(net, str(tmp_path / "n7.pth")) == ([], [])
     assert net.adapter.seen == ["proj.bias", "proj.weight"]
     assert net.adapter.proj.out_features == 7
+
+
+def _damaged_files(folder) -> dict[str, bytes]:
+    """File name -> contents of weights files that cannot be read, as users end up with them."""
+    buf = io.BytesIO()
+    torch.save({"model": ToySegmenter().state_dict()}, buf)
+    good_pth = buf.getvalue()
+    good_pkl = pickle.dumps({"model": {k: v.numpy() for k, v in ToySegmenter().state_dict().items()}}, protocol=2)
+    return {
+        "zero.pth": b"", "zero.pkl": b"", "zero.safetensors": b"",
+        "trunc.pth": good_pth[: len(good_pth) // 2], "trunc.pkl": good_pkl[: len(good_pkl) // 2],
+        "text.pth": b"not a checkpoint\n", "text.pkl": b"abc", "image.pth": b"\x89PNG\r\n\x1a\n" + bytes(40),
+        "random.safetensors": bytes(range(7, 107)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_damaged_files(".")))
+def test_damaged_or_foreign_weights_file_is_one_line(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(_damaged_files(tmp_path)[name])
+    with pytest.raises(FreeSegError) as info:
+        freeseg.load_checkpoint(ToySegmenter(), str(path))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path))
+    if name.startswith("zero"):
+        assert "is empty (0 bytes); copy or download it again" in message
+    elif name.startswith("trunc"):
+        assert "is truncated or damaged (" in message and "copy or download it again" in message
+    else:  # not PyTorch's advice to load it with weights_only=False
+        assert "is not a weights file (it is " in message or "first bytes are no PyTorch" in message
+        assert "weights_only" not in message
+    assert "text" not in name or "(it is text)" in message
+    assert "image" not in name or "(it is a PNG image)" in message
+
+
+def test_checkpoint_with_python_objects_names_the_class(tmp_path):
+    import argparse
+
+    torch.save({"model": ToySegmenter().state_dict(), "args": argparse.Namespace(lr=1)}, tmp_path / "full.pth")
+    with pytest.raises(FreeSegError, match=r"holds objects other than tensors and builtins \(argparse.Namespace\) "
+                                           r"and was not loaded \(weights_only\); re-save its state dict") as info:
+        freeseg.load_checkpoint(ToySegmenter(), str(tmp_path / "full.pth"))
+    assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_trained_weights_must_fill_the_model(tmp_path):
+    """Evaluation and the demo refuse what training from MODEL.WEIGHTS accepts with a warning."""
+    from freeseg.engine.weights import load_trained_weights
+
+    state = ToySegmenter().state_dict()
+    torch.save({"model": {k: v for k, v in state.items() if not k.startswith("head.")}}, tmp_path / "part.pth")
+    with pytest.raises(FreeSegError, match=r"^checkpoint .*part.pth does not match config a.yaml: 2 model tensors "
+                                           r"missing, 0 unexpected \(e.g. head.1.weight\); pass the --config-file"):
+        load_trained_weights(ToySegmenter(), str(tmp_path / "part.pth"), clip_file="x.pt", clip_name="ViT-B/16",
+                             config_file="a.yaml")
+    torch.save({"model": {**state, "extra.weight": torch.zeros(1)}}, tmp_path / "more.pth")
+    with pytest.raises(FreeSegError, match=r"0 model tensors missing, 1 unexpected \(e.g. extra.weight\)"):
+        load_trained_weights(ToySegmenter(), str(tmp_path / "more.pth"), clip_file="x.pt", clip_name="ViT-B/16")
+    torch.save({"model": state}, tmp_path / "full.pth")
+    load_trained_weights(ToySegmenter(), str(tmp_path / "full.pth"), clip_file="", clip_name="ViT-B/16")

@@ -52,3 +52,17 @@ def test_error_in_a_worker_surfaces_as_one_line():
 def test_bad_machine_layout():
     with pytest.raises(FreeSegError, match="--dist-url auto works on one machine only"):
         launch(print, 2, num_machines=2, machine_rank=0, dist_url="auto", backend="gloo")
+
+
+@pytest.mark.parametrize("url", ["foo://bar", "tcp://host", "tcp://:1234", "tcp://host:port", "127.0.0.1:1234"])
+def test_bad_dist_url_fails_before_spawning(url, monkeypatch):
+    monkeypatch.setattr("torch.multiprocessing.start_processes", lambda *a, **k: pytest.fail("spawned"))
+    with pytest.raises(FreeSegError, match=rf"^--dist-url {url} is not a rendezvous address; use tcp://"):
+        launch(print, 2, dist_url=url, backend="gloo")
+
+
+def test_multi_machine_launch_says_what_it_waits_for(monkeypatch, capsys):
+    monkeypatch.setattr("torch.multiprocessing.start_processes", lambda *a, **k: None)
+    launch(print, 2, num_machines=3, machine_rank=0, dist_url="tcp://10.0.0.1:29500", backend="gloo")
+    assert capsys.readouterr().err == (
+        "machine 0 of 3: waiting at tcp://10.0.0.1:29500 for all 6 processes (2 per machine) to join\n")

@@ -76,7 +76,8 @@ def test_nonfinite_loss_stops_with_iteration_and_terms(tmp_path):
     cfg = toy_cfg(tmp_path, max_iter=20)
     seed_all_rng(cfg.SEED)
     good = None
-    with pytest.raises(NonFiniteLossError, match=r"iteration 7 \(loss_ce=nan\)"):
+    with pytest.raises(NonFiniteLossError, match=r"iteration 7 \(loss_ce=nan\): lower SOLVER.BASE_LR .*; the last "
+                                                 r"checkpoint, .*model_0000004.pth, is intact: rerun with --resume"):
         from freeseg.engine import train_net
 
         orig = train_net.build_hooks
@@ -90,6 +91,15 @@ def test_nonfinite_loss_stops_with_iteration_and_terms(tmp_path):
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
     assert not (tmp_path / "model_final.pth").exists()
     assert all(torch.isfinite(v).all() for v in good["model"].values() if v.is_floating_point())
+
+
+def test_nonfinite_loss_before_any_checkpoint_says_there_is_none(tmp_path):
+    model = ToySegmenter()
+    model.force_nan = True
+    with pytest.raises(NonFiniteLossError, match=r"iteration 0 \(loss_ce=nan\): .*; no checkpoint was saved before "
+                                                 r"it: rerun from the start$") as info:
+        _train(toy_cfg(tmp_path, max_iter=20), model=model)
+    assert "intact" not in str(info.value)
 
 
 def test_nonfinite_loss_skip_counts(tmp_path):

@@ -153,3 +153,54 @@ def test_random_clip_on_purpose_passes_the_check(tmp_path, monkeypatch):
     cfg.merge_from_list(["MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", ""])
     with pytest.raises(FreeSegError, match="No CLIP weights file"):
         train_net.require_clip(cfg, model, None, "")
+
+
+def test_eval_only_refuses_a_checkpoint_of_another_model(world, clip_file, tmp_path):
+    """A stage-1 checkpoint fills only the CLIP adapter of the stage-2 model: evaluating it would
+    report the score of random weights; the eval is refused before any image is read."""
+    stage1 = ("tiny_learn_prompt.yaml", tmp_path / "stage1", clip_file, "world_train_full_task_base_classification",
+              "world_val_full_task_classification")
+    train_net.main(_args(*stage1))
+    opts = ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "14", "MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL", "pytorch",
+            "MODEL.WEIGHTS", str(tmp_path / "stage1" / "model_final.pth"))
+    out = tmp_path / "eval"
+    with pytest.raises(FreeSegError, match=r"^checkpoint .*stage1/model_final.pth does not match config "
+                                           r".*tiny_alltask.yaml: \d+ model tensors missing, 0 unexpected \(e.g. "
+                                           r"backbone\..*\); pass the --config-file \(and KEY VALUE overrides\)"):
+        train_net.main(_args("tiny_alltask.yaml", out, clip_file, "world_train_full_task_base", "world_val_full_task",
+                             *opts, eval_only=True))
+    assert not (out / "inference").exists()
+
+
+def test_stopped_by_a_signal_saves_then_ends_with_status_130(world, clip_file, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from freeseg.engine.train_loop import HookBase, TrainingStopped
+
+    class CtrlC(HookBase):
+        def after_step(self):
+            if self.trainer.iter == 0:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    build_hooks = train_net.build_hooks
+    monkeypatch.setattr(train_net, "build_hooks", lambda *a, **k: build_hooks(*a, **k) + [CtrlC()])
+    args = _args("tiny_learn_prompt.yaml", tmp_path, clip_file, "world_train_full_task_base_classification",
+                 "world_val_full_task_classification", "SOLVER.MAX_ITER", "5")
+    with pytest.raises(TrainingStopped, match=r"^stopped by SIGINT after iteration 1; rerun with --resume") as info:
+        train_net.main(args)
+    assert info.value.exit_status == 130  # so that `train && eval` stops
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", r"^MODEL.DEVICE 'gpu' is not a device; use cpu or cuda"),
+    ("None", r"^MODEL.DEVICE 'None' is not a device"),
+    ("cuda", r"^MODEL.DEVICE cuda, but no CUDA GPU is usable here; add 'MODEL.DEVICE cpu'"),
+])
+def test_bad_model_device_is_one_line_before_any_work(tmp_path, monkeypatch, device, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = _args("tiny_learn_prompt.yaml", tmp_path / "out", "", "a", "b", "MODEL.DEVICE", device)
+    with pytest.raises(FreeSegError, match=message):
+        train_net.main(args)
+    assert not (tmp_path / "out").exists()

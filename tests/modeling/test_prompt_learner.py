@@ -142,3 +142,36 @@ def test_text_tower_skips_padding_only_under_a_causal_mask(adapter):
             torch.testing.assert_close(encode_text_embeddings(clip, x, eot), full_length(clip.attn_mask))
         finally:
             clip.attn_mask = causal
+
+
+@pytest.mark.parametrize("shape, config_makes", [
+    (dict(prefix_length=8), "prefix_prompt [8, 64], task_prompt [8, 64]"),
+    (dict(task_prompt_length=4), "prefix_prompt [16, 64], task_prompt [4, 64]"),
+    (dict(suffix_length=2), "prefix_prompt [16, 64], suffix_prompt [2, 64], task_prompt [8, 64]"),
+])
+def test_prompt_checkpoint_of_other_shapes_names_both_and_the_keys(adapter, tmp_path, shape, config_makes):
+    state = {f"clip_adapter.prompt_learner.{k}": v for k, v in adapter.prompt_learner.state_dict().items()}
+    torch.save({"model": state}, tmp_path / "stage1.pth")
+    other = PromptLearner(prompt_dim=64, token_embedding=adapter.clip_model.token_embedding, **shape)
+    with pytest.raises(FreeSegError) as info:
+        other.load_prompt_checkpoint(str(tmp_path / "stage1.pth"))
+    assert str(info.value) == (
+        f"prompt checkpoint '{tmp_path / 'stage1.pth'}' holds prefix_prompt [16, 64], task_prompt [8, 64] but the "
+        f"config makes {config_makes}; set MODEL.CLIP_ADAPTER.PROMPT_SHAPE (16, 0), TASK_PROMPT_SHAPE 8 and "
+        "PROMPT_DIM 64 as it was trained with, or PROMPT_CHECKPOINT '' to learn new prompts"
+    )
+
+
+@pytest.mark.parametrize("contents, problem", [
+    (b"", "is empty (0 bytes)"),
+    (b"not a checkpoint\n", "cannot be read: it is truncated, damaged or no PyTorch checkpoint"),
+    (None, "cannot be read: it is truncated, damaged or no PyTorch checkpoint"),  # the first half of a real one
+])
+def test_damaged_prompt_checkpoint_is_one_line(adapter, tmp_path, contents, problem):
+    path = tmp_path / "stage1.pth"
+    torch.save({"model": {"clip_adapter.prompt_learner.task_prompt": torch.zeros(8, 64)}}, path)
+    path.write_bytes(path.read_bytes()[:300] if contents is None else contents)
+    with pytest.raises(FreeSegError) as info:
+        PromptLearner(prompt_dim=64).load_prompt_checkpoint(str(path))
+    assert str(info.value).startswith(f"prompt checkpoint '{path}' {problem}") and "\n" not in str(info.value)
+    assert str(info.value).endswith("set MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT to a stage-1 model_final.pth")

@@ -135,14 +135,45 @@ class PromptLearner(nn.Module):
                 f"prompt checkpoint not found: {path!r}; set MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT to a "
                 "stage-1 model_final.pth or to '' to learn the prompts here"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
+        fix = "set MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT to a stage-1 model_final.pth"
+        if os.path.getsize(path) == 0:
+            raise FreeSegError(f"prompt checkpoint {path!r} is empty (0 bytes); {fix}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a cut-short or foreign file raises anything
+            raise FreeSegError(
+                f"prompt checkpoint {path!r} cannot be read: it is truncated, damaged or no PyTorch "
+                f"checkpoint ({type(exc).__name__}); {fix}"
+            ) from None
+        state = state.get("model", state) if isinstance(state, dict) else {}
         prompts = {".".join(k.split(".")[2:]): v for k, v in state.items() if "prompt_learner" in k}
         if not prompts:
             raise FreeSegError(f"{path!r} holds no prompt_learner weights; is it a stage-1 checkpoint?")
+        self._check_prompt_shapes(prompts, path)
         missing, unexpected = self.load_state_dict(prompts, strict=False)
         if missing or unexpected:
             logger.warning("prompt checkpoint %s: missing %s, unexpected %s", path, missing, unexpected)
         for p in self.parameters():
             p.requires_grad_(False)
         logger.info("loaded and froze the prompts from %s", path)
+
+    def _check_prompt_shapes(self, prompts: dict[str, Tensor], path: str) -> None:
+        """FreeSegError unless the checkpoint's prompt vectors have this learner's shapes (a
+        missing or extra prompt would stay random, or be dropped, silently)."""
+        names = ("prefix_prompt", "suffix_prompt", "task_prompt")
+        own = {k: tuple(v.shape) for k, v in self.state_dict().items() if k in names}
+        saved = {k: tuple(v.shape) for k, v in prompts.items() if k in names}
+        if own == saved:
+            return
+        length = {k: shape[0] for k, shape in saved.items()}
+        width = next(iter(saved.values()))[-1] if saved else self.prompt_dim
+        raise FreeSegError(
+            f"prompt checkpoint {path!r} holds {_shapes(saved)} but the config makes {_shapes(own)}; set "
+            f"MODEL.CLIP_ADAPTER.PROMPT_SHAPE ({length.get('prefix_prompt', 0)}, {length.get('suffix_prompt', 0)}), "
+            f"TASK_PROMPT_SHAPE {length.get('task_prompt', 0)} and PROMPT_DIM {width} as it was trained with, "
+            "or PROMPT_CHECKPOINT '' to learn new prompts"
+        )
+
+
+def _shapes(shapes: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{k} {list(v)}" for k, v in sorted(shapes.items())) or "no prompts"
