@@ -5,9 +5,10 @@
         MODEL.WEIGHTS weights/model_final.pth
 
 Everything that can be wrong with the set-up (vocabulary, config, weights, inputs that do not
-exist) is reported before the first image; an image that cannot be decoded is skipped with a
-message and counted. What is written per image is listed in :mod:`freeseg.cli.demo_outputs`;
-docs/demo.md has the details.
+exist, an --output that is a file) is reported before the first image; an image that cannot be
+decoded or segmented is skipped with a message naming it and the error, and counted; a run that
+segments nothing is an error. What is written per image is listed in
+:mod:`freeseg.cli.demo_outputs`; docs/demo.md has the details.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..utils.errors import FreeSegError
+from ..utils.errors import FreeSegError, missing_file
 from .demo_outputs import TASKS
 from .predictor import DemoVocabulary
 
@@ -29,6 +30,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 _PHRASES = {"semantic": "semantic segmentation.", "instance": "instance segmentation.", "panoptic": "panoptic segmentation."}
 _CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+_FILE_EXT = re.compile(r"\.[A-Za-z][A-Za-z0-9]{1,4}$")  # "names.txt": meant as a file, not a class name
 
 
 def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
@@ -43,7 +45,7 @@ def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", default=[], metavar="PATH",
                    help="image files, folders, globs ('photos/*.jpg') or video files (frame by frame)")
     p.add_argument("--output", default="", metavar="DIR", help="output folder (default: a new temporary folder, printed at the end)")
-    p.add_argument("--vocabulary", default="", metavar="NAMES|FILE",
+    p.add_argument("--vocabulary", default=None, metavar="NAMES|FILE",
                    help="comma-separated class names, or a text file with one name per line "
                    "(default: the classes of the config's first DATASETS.TEST data set)")
     p.add_argument("--stuff", default=None, metavar="NAMES",
@@ -92,11 +94,22 @@ def parse_tasks(items: Sequence[str] | None) -> list[str] | None:
 
 
 def parse_vocabulary(value: str) -> list[str]:
-    """Names from a comma-separated list or a file (one per line, '#' comments)."""
+    """Names from a comma-separated list or a file (one per line, '#' comments). A value with no
+    comma that looks like a path (a folder separator or a file extension) must be a file."""
+    if os.path.isdir(value):
+        raise FreeSegError(f"--vocabulary {value} is a folder; give a text file with one class name per line, "
+                           "or comma-separated names")
     if os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            names = [line.split("#", 1)[0].strip() for line in f]
+        try:
+            with open(value, encoding="utf-8") as f:
+                names = [line.split("#", 1)[0].strip() for line in f]
+        except UnicodeDecodeError:
+            raise FreeSegError(f"vocabulary file {value} is not UTF-8 text; give a text file with one class name "
+                               "per line") from None
         source = f"vocabulary file {value}"
+    elif "," not in value and (os.sep in value or "/" in value or _FILE_EXT.search(value)):
+        raise missing_file(value, "vocabulary file", "Give an existing file with one name per line, or "
+                           "comma-separated names")
     else:
         names = [n.strip() for n in value.split(",")]
         source = f"--vocabulary {value!r}"
@@ -117,11 +130,11 @@ def _test_metadata(cfg: Any) -> Any | None:
     return meta if meta.get("stuff_classes") else None
 
 
-def resolve_vocabulary(cfg: Any, value: str, stuff: str | None) -> DemoVocabulary:
+def resolve_vocabulary(cfg: Any, value: str | None, stuff: str | None) -> DemoVocabulary:
     """The run's classes with seen/unseen and thing/stuff flags (from the test data set's
-    metadata where it knows a name)."""
+    metadata where it knows a name); ``value`` None = the test data set's classes."""
     meta = _test_metadata(cfg)
-    if value:
+    if value is not None:  # --vocabulary "" names no class: an error, not the default classes
         names = parse_vocabulary(value)
     elif meta is not None:
         names = list(meta.stuff_classes)
@@ -162,7 +175,8 @@ def collect_inputs(items: Sequence[str]) -> list[str]:
             matches = [os.path.join(root, f) for root, _, files in sorted(os.walk(item)) for f in sorted(files)
                        if os.path.splitext(f)[1].lower() in IMAGE_EXTS | VIDEO_EXTS]
             if not matches:
-                raise FreeSegError(f"folder {item} holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+                raise FreeSegError(f"folder {item} holds no images ({', '.join(sorted(IMAGE_EXTS))}) "
+                                   f"or videos ({', '.join(sorted(VIDEO_EXTS))})")
         elif os.path.isfile(item):
             matches = [item]
         elif glob.has_magic(item):
@@ -226,12 +240,15 @@ def fast_opts(device: str) -> list[Any]:
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """uint8 [H, W, 3] RGB, EXIF orientation applied (photos from phones show upright)."""
+    """uint8 [H, W, 3] RGB, EXIF orientation applied (photos from phones show upright); 16-bit and
+    float images scaled to 8 bits (:func:`freeseg.data.mappers.common.pil_to_rgb`)."""
     from PIL import Image, ImageOps
+
+    from ..data.mappers.common import pil_to_rgb
 
     with Image.open(path) as im:
         im.load()
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return pil_to_rgb(ImageOps.exif_transpose(im))
 
 
 def video_frames(path: str) -> Iterator[np.ndarray]:
@@ -246,6 +263,16 @@ def video_frames(path: str) -> Iterator[np.ndarray]:
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         cap.release()
+
+
+def check_output_dir(path: str) -> None:
+    """FreeSegError (before the model loads) when ``path`` cannot be a folder: it, or the nearest
+    part of it that exists, is a file."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise FreeSegError(f"--output {path}: {existing} is a file, not a folder; give a folder (created if missing)")
 
 
 def unique_stem(path: str, used: set[str]) -> str:
@@ -299,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg, tasks = setup_cfg(args, opts, parse_tasks(task_items))
     vocabulary = resolve_vocabulary(cfg, args.vocabulary, args.stuff)
     inputs = collect_inputs(inputs_raw)
+    if args.output:
+        check_output_dir(args.output)
     out_dir = args.output or tempfile.mkdtemp(prefix="freeseg-demo-")
     predictor = DemoPredictor.from_config(cfg, vocabulary, config_file=args.config_file, batch_size=args.batch_size,
                                           output_memory_gb=args.output_memory_gb)
@@ -307,17 +336,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     used: set[str] = set()
     skipped: list[str] = []
     done = 0
-    pending: list[tuple[str, np.ndarray]] = []
+    pending: list[tuple[str, str, np.ndarray]] = []  # (path, stem, image)
     bar = tqdm(inputs, desc="demo", unit="image", file=sys.stderr, disable=None)
 
-    def flush() -> None:
+    def skip(path: str, why: str) -> None:
+        skipped.append(path)
+        tqdm.write(f"skipping {path}: {why}", file=sys.stderr)
+
+    def segment(batch: list[tuple[str, str, np.ndarray]]) -> None:
         nonlocal done
-        if pending:
-            outputs = predictor([image for _, image in pending])
-            for (stem, image), output in zip(pending, outputs):
-                writer.write(stem, image, output)
-            done += len(pending)
-            pending.clear()
+        try:
+            outputs = predictor([image for _, _, image in batch])
+        except Exception as e:  # noqa: BLE001 - one bad image must not end the run; it is named, with the error
+            if len(batch) > 1:  # find the failing image; the others are still segmented
+                for item in batch:
+                    segment([item])
+            else:
+                skip(batch[0][0], f"segmentation failed ({type(e).__name__}: {e})")
+            return
+        for (_, stem, image), output in zip(batch, outputs):
+            writer.write(stem, image, output)
+        done += len(batch)
 
     for path in bar:
         stem = unique_stem(path, used)
@@ -325,22 +364,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 run_video(path, stem, predictor, writer, tasks)
                 done += 1
-            except OSError as e:
-                skipped.append(path)
-                tqdm.write(f"skipping {path}: cannot read the video ({e})", file=sys.stderr)
+            except Exception as e:  # noqa: BLE001 - as for images
+                skip(path, f"cannot read or segment the video ({type(e).__name__}: {e})")
             continue
         try:
             image = read_rgb(path)
         except (OSError, ValueError, SyntaxError) as e:  # Pillow's decode errors
-            skipped.append(path)
-            tqdm.write(f"skipping {path}: not a readable image ({type(e).__name__}: {e})", file=sys.stderr)
+            skip(path, f"not a readable image ({type(e).__name__}: {e})")
             continue
-        pending.append((stem, image))
+        pending.append((path, stem, image))
         if len(pending) >= args.batch_size:
-            flush()
-    flush()
+            segment(pending)
+            pending = []
+    if pending:
+        segment(pending)
     bar.close()
-    print(f"{done} input(s) segmented ({', '.join(tasks)}); results in {os.path.abspath(out_dir)}")
     if skipped:
-        print(f"skipped {len(skipped)} unreadable input(s): {', '.join(skipped)}", file=sys.stderr)
+        print(f"skipped {len(skipped)} input(s): {', '.join(skipped)}", file=sys.stderr)
+    if done == 0:
+        raise FreeSegError(f"none of the {len(inputs)} input(s) could be segmented (reasons above); check the files")
+    print(f"{done} input(s) segmented ({', '.join(tasks)}); results in {os.path.abspath(out_dir)}")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import os
+import re
 from typing import Any, Iterator
 
 import yaml
@@ -22,6 +23,10 @@ from ..utils.errors import ConfigError, closest
 from .yaml_loader import BASE_KEY, load_yaml_with_base
 
 _REPR_LIMIT = 80
+_OPTION = re.compile(r"--[A-Za-z]")
+# List values whose length the model relies on, and why (a wrong one would surface as a
+# checkpoint mismatch or a shape error deep inside the model).
+_LENGTHS = {"MODEL.PIXEL_MEAN": (3, "one per RGB channel"), "MODEL.PIXEL_STD": (3, "one per RGB channel")}
 
 
 def _short(value: Any) -> str:
@@ -190,6 +195,12 @@ class CfgNode(dict):
     def merge_from_list(self, opts: list[str] | tuple[str, ...]) -> CfgNode:
         """Merge ``["KEY", "VALUE", ...]`` (command-line style); string values are parsed
         as Python literals where the default is not a string (``"(640, 640)"``, ``"True"``)."""
+        flags = [o for o in opts if isinstance(o, str) and _OPTION.match(o)]
+        if flags:  # argparse stops reading options at the first KEY: a later one lands here
+            raise ConfigError(
+                f"option {flags[0]} comes after the KEY VALUE config overrides, where it is read as one of "
+                "them; put every option (--...) before the first KEY VALUE pair"
+            )
         if len(opts) % 2:
             raise ConfigError(
                 f"config overrides must be KEY VALUE pairs, got an odd number ({len(opts)}): "
@@ -268,18 +279,36 @@ def coerce_value(value: Any, default: Any, full_key: str, source: str) -> Any:
 
     Strings are parsed with ``ast.literal_eval`` unless the default is itself a string
     (YAML and command lines write tuples as ``"(640, 640)"``). Allowed conversions: list <->
-    tuple, int -> float, anything <-> None.
+    tuple, int -> float; a key whose default is None takes any value, None is accepted only
+    there (``MAX_ITER: null`` would fail much later, in the middle of a run).
     """
     if isinstance(value, str) and not isinstance(default, str):
         try:
             value = ast.literal_eval(value)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        except SyntaxError as exc:  # "(512, 512": a value that was meant as a literal
+            if default is not None:
+                raise ConfigError(
+                    f"config key {full_key}: {_short(value)} does not parse ({exc.msg}) (from {source}); "
+                    f"write a value of type {_type_name(default)}, like {_short(default)}"
+                ) from None
+        except (ValueError, TypeError, MemoryError, RecursionError):
             pass  # not a literal: keep the string (valid only where the default is None)
     if isinstance(value, dict):
         value = CfgNode(value) if default is None else value
+    if value is None and default is not None:
+        fix = ' (write "" for none)' if isinstance(default, str) else ""
+        raise ConfigError(
+            f"config key {full_key} is empty (null / None) (from {source}); it needs a value of type "
+            f"{_type_name(default)}, like {_short(default)}{fix}"
+        )
     if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        length, why = _LENGTHS.get(full_key, (None, ""))
+        if length is not None and len(value) != length:
+            raise ConfigError(
+                f"config key {full_key} needs {length} values ({why}), got {_short(value)} (from {source})"
+            )
         return _like(value, default)
-    if value is None or default is None or type(value) is type(default):
+    if default is None or type(value) is type(default):
         return value
     if isinstance(default, float) and type(value) is int:
         return float(value)

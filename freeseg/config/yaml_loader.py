@@ -65,8 +65,13 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML ({problem})") from None
-    if data is None:
-        return {}
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path} is not a text (UTF-8) YAML file; pass the config (.yaml), not a checkpoint or other "
+            "binary file"
+        ) from None
+    if data is None:  # only comments or nothing: running on the defaults would be a silent mistake
+        raise ConfigError(f"config file {path} is empty; pass a FreeSeg config (they are under configs/)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
     return data

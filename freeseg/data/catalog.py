@@ -36,6 +36,7 @@ class Metadata:
 
     def __getattr__(self, key: str) -> Any:
         # Only reached when the attribute is missing.
+        self._require_registered()
         raise AttributeError(
             f"metadata of data set '{self.__dict__.get('name', '')}' has no '{key}' "
             f"(available: {sorted(k for k in self.__dict__ if k != 'name')})"
@@ -47,7 +48,14 @@ class Metadata:
         return self
 
     def get(self, key: str, default: Any = None) -> Any:
+        self._require_registered()
         return self.__dict__.get(key, default)
+
+    def _require_registered(self) -> None:
+        """Reading the metadata of a name nothing registered (``MetadataCatalog.get`` creates an
+        empty entry, for ``.set``) is a typo in the config: say so, not "has no stuff_classes"."""
+        if self.__dict__.keys() == {"name"}:
+            DatasetCatalog.require(self.__dict__["name"])
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -60,6 +68,11 @@ class _DatasetCatalog(dict):
         self[name] = func
 
     def get(self, name: str) -> list[dict]:  # type: ignore[override]
+        self.require(name)
+        return self[name]()
+
+    def require(self, name: str) -> None:
+        """FreeSegError naming close registered names when ``name`` is not registered."""
         if name not in self:
             hint = closest(name, self.keys())
             raise FreeSegError(
@@ -67,7 +80,6 @@ class _DatasetCatalog(dict):
                 + (f"; did you mean '{hint}'?" if hint else "")
                 + " (see `freeseg prepare --list` for the built-in ones)"
             )
-        return self[name]()
 
     def list(self) -> list[str]:  # type: ignore[override]
         return sorted(self.keys())

@@ -6,15 +6,18 @@
   FreeSeg disabled shuffling whenever samples carried a ``task`` key (stage 1), which made every
   batch single-class; we always shuffle.
 * Test: each rank gets a contiguous shard of the data set, in order, batch 1.
-* Batches are plain lists of dicts (the model pads). A corrupt image is skipped with a warning and
-  counted (``DATALOADER.SKIP_CORRUPT``); any other failure in a worker is re-raised naming the
-  sample's file.
+* Batches are plain lists of dicts (the model pads). In training, samples whose files are missing
+  are dropped with one warning, and a corrupt image is skipped with a warning and counted
+  (``DATALOADER.SKIP_CORRUPT``). Test data is never skipped: results on a subset are not
+  comparable with published ones, so a missing or unreadable file is an error naming it. Any
+  other failure in a worker is re-raised naming the sample's file, as its own one-line message.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import multiprocessing as mp
+import os
 import random
 from typing import Any, Callable, Iterator
 
@@ -74,9 +77,10 @@ class InferenceSampler(Sampler[int]):
 
 
 class MappedDataset(Dataset):
-    """Applies ``mapper`` to ``dicts[i]``. Training (``redraw=True``): a corrupt image or an empty
-    stage-1 region is replaced by another random sample; test: such samples give ``None`` (dropped
-    from the batch). ``skipped`` counts corrupt images across worker processes."""
+    """Applies ``mapper`` to ``dicts[i]``. A corrupt image (with ``skip_corrupt``; the test loaders
+    never skip one) or an empty stage-1 region is replaced by another random sample in training
+    (``redraw=True``) and gives ``None`` otherwise (dropped from the batch). ``skipped`` counts
+    corrupt images across worker processes."""
 
     def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict], *, redraw: bool, skip_corrupt: bool = True,
                  seed: int = 0) -> None:
@@ -124,6 +128,50 @@ class MappedDataset(Dataset):
         raise FreeSegError(f"100 samples in a row failed to map (last: {d.get('file_name')}); check the data set")
 
 
+class Loader(DataLoader):
+    """A DataLoader whose workers' errors reach the user as their own message: PyTorch re-raises a
+    worker's exception with the worker's whole traceback as its message, which the command line
+    would print as one huge line."""
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except FreeSegError as exc:
+                message = worker_error_message(str(exc))
+                if message is None:
+                    raise
+                raise type(exc)(message) from exc
+            yield batch
+
+
+def worker_error_message(text: str) -> str | None:
+    """The original message of an exception PyTorch re-raised from a data loader worker, else
+    None. PyTorch's text: "Caught X in DataLoader worker process 0.", then the worker's traceback,
+    whose last line is "module.X: message"."""
+    first, _, rest = text.partition("\n")
+    if not (first.startswith("Caught ") and "DataLoader worker" in first and rest):
+        return None
+    return rest.rstrip().rsplit("\n", 1)[-1].partition(": ")[2] or None
+
+
+def _check_workers(num_workers: int) -> None:
+    if num_workers < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0 (0 loads in the main process), got {num_workers}")
+
+
+_FILE_KEYS = ("file_name", "sem_seg_file_name", "pan_seg_file_name")
+
+
+def missing_files(dicts: list[dict]) -> set[str]:
+    """The image / label map / panoptic PNG paths of ``dicts`` that do not exist (each checked once)."""
+    paths = {d[k] for d in dicts for k in _FILE_KEYS if d.get(k)}
+    return {p for p in paths if not os.path.exists(p)}
+
+
 def trivial_batch_collator(batch: list[dict | None]) -> list[dict]:
     """A batch is the list of mapped dicts (skipped samples removed); the model pads."""
     return [b for b in batch if b is not None]
@@ -141,6 +189,9 @@ def build_train_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *
     """Infinite training loader over ``dicts`` yielding lists of ``total_batch_size // world`` samples."""
     rank = comm.get_rank() if rank is None else rank
     world_size = comm.get_world_size() if world_size is None else world_size
+    _check_workers(num_workers)
+    if total_batch_size <= 0:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {total_batch_size}")
     if total_batch_size % world_size:
         raise ConfigError(
             f"SOLVER.IMS_PER_BATCH={total_batch_size} is not divisible by the {world_size} processes; "
@@ -159,7 +210,7 @@ def build_train_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *
     )
 
 
-class TrainLoader(DataLoader):
+class TrainLoader(Loader):
     """The infinite training loader; ``set_start_iter(n)`` (called by the trainer on resume,
     before iterating) skips the first ``n`` batches without loading them, so a resumed run
     sees exactly the batches the uninterrupted one would have."""
@@ -169,14 +220,15 @@ class TrainLoader(DataLoader):
 
 
 def build_test_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *, batch_size: int = 1,
-                           num_workers: int = 0, skip_corrupt: bool = True,
-                           rank: int | None = None, world_size: int | None = None) -> DataLoader:
-    """Ordered loader over this rank's shard of ``dicts``."""
+                           num_workers: int = 0, rank: int | None = None, world_size: int | None = None
+                           ) -> DataLoader:
+    """Ordered loader over this rank's shard of ``dicts``; an unreadable image is an error."""
     rank = comm.get_rank() if rank is None else rank
     world_size = comm.get_world_size() if world_size is None else world_size
+    _check_workers(num_workers)
     sampler = InferenceSampler(len(dicts), rank=rank, world_size=world_size)
-    return DataLoader(
-        MappedDataset(dicts, mapper, redraw=False, skip_corrupt=skip_corrupt),
+    return Loader(
+        MappedDataset(dicts, mapper, redraw=False, skip_corrupt=False),
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
         num_workers=num_workers,
         collate_fn=trivial_batch_collator,
@@ -204,6 +256,12 @@ def build_train_loader(cfg) -> DataLoader:
     """Training loader for ``DATASETS.TRAIN`` with the mapper ``INPUT.DATASET_MAPPER_NAME``;
     stage-1 data sets are reduced to ``DATASETS.SAMPLE_PER_CLASS`` per (task, class)."""
     dicts = get_dataset_dicts(cfg.DATASETS.TRAIN)
+    missing = missing_files(dicts)
+    if missing:
+        kept = [d for d in dicts if not any(d.get(k) in missing for k in _FILE_KEYS)]
+        logger.warning("skipping %d of %d training samples whose files are missing (%d files, e.g. %s)",
+                       len(dicts) - len(kept), len(dicts), len(missing), min(missing))
+        dicts = kept
     if cfg.INPUT.DATASET_MAPPER_NAME in REGION_MAPPERS:
         dicts = sample_per_task_class(dicts, cfg.DATASETS.SAMPLE_PER_CLASS, cfg.DATASETS.SAMPLE_SEED)
     return build_train_loader_from(
@@ -214,10 +272,18 @@ def build_train_loader(cfg) -> DataLoader:
 
 def build_test_loader(cfg, dataset_name: str) -> DataLoader:
     """Sharded, ordered test loader for one data set (batch 1; stage-1 classification sets use
-    ``SOLVER.TEST_IMS_PER_BATCH``)."""
+    ``SOLVER.TEST_IMS_PER_BATCH``). A file the data set names that is missing is an error."""
     region = cfg.INPUT.DATASET_MAPPER_NAME in REGION_MAPPERS
+    dicts = get_dataset_dicts([dataset_name])
+    missing = missing_files(dicts)
+    if missing:
+        raise FreeSegError(
+            f"data set '{dataset_name}': {len(missing)} file(s) it names are missing, e.g. {min(missing)}; "
+            "results on the rest would not be comparable with published ones: restore them (re-run the "
+            "preparation script)"
+        )
     return build_test_loader_from(
-        get_dataset_dicts([dataset_name]), build_mapper(cfg, False),
+        dicts, build_mapper(cfg, False),
         batch_size=cfg.SOLVER.TEST_IMS_PER_BATCH if region else 1,
-        num_workers=cfg.DATALOADER.NUM_WORKERS, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
     )

@@ -27,6 +27,16 @@ def require_paths(paths: list[str], dataset: str, layout: str, script: str) -> N
             )
 
 
+def read_json(path: str, fix: str) -> Any:
+    """``json.load`` of ``path``; a damaged file (truncated, not JSON) is a FreeSegError naming it
+    and ``fix``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FreeSegError(f"{path} is not valid JSON ({e}); the file is damaged or truncated: {fix}") from None
+
+
 def _stem_map(folder: str, exts: tuple[str, ...]) -> dict[str, str]:
     return {
         os.path.splitext(f)[0]: os.path.join(folder, f)
@@ -70,8 +80,7 @@ def load_classification(gt_root: str, image_root: str) -> list[dict[str, Any]]:
         raise FreeSegError(
             f"label-count file {path} not found; run `freeseg prepare mask_cls_collect {gt_root}`"
         )
-    with open(path) as f:
-        counts = json.load(f)
+    counts = read_json(path, f"re-run `freeseg prepare mask_cls_collect {gt_root}`")
     out = []
     for d in load_sem_seg(gt_root, image_root):
         for cat in counts.get(os.path.basename(d["sem_seg_file_name"]), []):
@@ -95,10 +104,10 @@ def _convert_segment(seg: dict, meta: dict) -> dict:
 def load_panoptic(json_file: str, image_root: str, pan_root: str, sem_root: str | None,
                   meta: dict) -> list[dict[str, Any]]:
     """COCO-panoptic-format JSON + PNGs (+ optional semantic maps) → dicts with ``segments_info``
-    in contiguous ids. Segments of categories outside ``meta`` are dropped (FreeSeg's rule);
-    images whose panoptic PNG (or semantic map) is absent are skipped."""
-    with open(json_file) as f:
-        info = json.load(f)
+    in contiguous ids. Segments of categories outside ``meta`` are dropped (FreeSeg's rule).
+    Every annotation gives a dict, its files there or not: the loaders drop training samples whose
+    files are missing (with a warning) and refuse test data with missing files."""
+    info = read_json(json_file, "re-download it or re-run the preparation script")
     images = _stem_map(image_root, IMAGE_EXTS)
     known = meta["stuff_dataset_id_to_contiguous_id"]
     out = []
@@ -106,10 +115,8 @@ def load_panoptic(json_file: str, image_root: str, pan_root: str, sem_root: str 
         stem = os.path.splitext(ann["file_name"])[0]
         pan = os.path.join(pan_root, ann["file_name"])
         sem = os.path.join(sem_root, stem + ".png") if sem_root else None
-        if stem not in images or not os.path.exists(pan) or (sem and not os.path.exists(sem)):
-            continue
         rec = {
-            "file_name": images[stem],
+            "file_name": images.get(stem, os.path.join(image_root, stem + ".jpg")),  # COCO's images are .jpg
             "image_id": ann["image_id"],
             "pan_seg_file_name": pan,
             "segments_info": [_convert_segment(s, meta) for s in ann["segments_info"] if s["category_id"] in known],
@@ -118,7 +125,7 @@ def load_panoptic(json_file: str, image_root: str, pan_root: str, sem_root: str 
             rec["sem_seg_file_name"] = sem
         out.append(rec)
     if not out:
-        raise FreeSegError(f"no images of {json_file} found under {image_root} and {pan_root}")
+        raise FreeSegError(f"{json_file} lists no annotations; re-download it or re-run the preparation script")
     out.sort(key=lambda d: os.path.basename(d["pan_seg_file_name"]))
     logger.info("Loaded %d panoptic images from %s", len(out), pan_root)
     return out

@@ -245,6 +245,22 @@ def test_empty_vocabulary_is_an_error(fixture_a, tmp_path, capsys):
     assert "vocabulary file" in capsys.readouterr().err
 
 
+def test_empty_vocabulary_value_and_output_file_fail_before_the_model(fixture_a, tmp_path, capsys, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(DemoPredictor, "from_config", no_model)
+    assert _demo(fixture_a, tmp_path, "--vocabulary", "") == 2  # not the test set's classes
+    assert "names no classes" in capsys.readouterr().err
+    assert _demo(fixture_a, tmp_path, "--vocabulary", "vocab.txt") == 2
+    assert "vocabulary file not found: vocab.txt" in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert _demo(fixture_a, tmp_path, "--vocabulary", "cat", "--output", str(taken)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --output") and "is a file, not a folder" in err and err.count("\n") == 1
+
+
 def test_no_vocabulary_and_unregistered_test_set(fixture_a, tmp_path, capsys):
     assert _demo(fixture_a, tmp_path) == 2
     err = capsys.readouterr().err

@@ -45,6 +45,21 @@ def test_vocabulary_from_list_and_file(tmp_path):
         demo.parse_vocabulary(",")
 
 
+def test_vocabulary_that_looks_like_a_file_must_be_one(tmp_path):
+    for value in ("vocab.txt", str(tmp_path / "deep" / "folder" / "my_classes")):
+        with pytest.raises(FreeSegError, match="vocabulary file not found: .*one name per line, or comma-separated"):
+            demo.parse_vocabulary(value)
+    with pytest.raises(FreeSegError, match="is a folder"):
+        demo.parse_vocabulary(str(tmp_path))
+    binary = tmp_path / "photo.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(FreeSegError, match="photo.png is not UTF-8 text"):
+        demo.parse_vocabulary(str(binary))
+    # names are still names: a comma, or no path-like part
+    assert demo.parse_vocabulary("st. bernard") == ["st. bernard"]
+    assert demo.parse_vocabulary("vocab.txt,dog") == ["vocab.txt", "dog"]
+
+
 def test_vocabulary_flags_come_from_the_test_set_metadata():
     name = "demo_test_meta_set"
     MetadataCatalog.get(name).set(stuff_classes=["cat", "grass", "dog"], thing_classes=["cat", "dog"],
@@ -52,7 +67,7 @@ def test_vocabulary_flags_come_from_the_test_set_metadata():
     try:
         cfg = get_cfg()
         cfg.DATASETS.TEST = (name,)
-        default = demo.resolve_vocabulary(cfg, "", None)
+        default = demo.resolve_vocabulary(cfg, None, None)
         assert default == DemoVocabulary(("cat", "grass", "dog"), (1, 1, 0), (1, 0, 1))
         # names the data set does not know: unseen things
         custom = demo.resolve_vocabulary(cfg, "grass,zebra", None)
@@ -62,6 +77,8 @@ def test_vocabulary_flags_come_from_the_test_set_metadata():
             demo.resolve_vocabulary(cfg, "grass,zebra", "sky")
         with pytest.raises(FreeSegError, match="duplicate"):
             demo.resolve_vocabulary(cfg, "cat,cat", None)
+        with pytest.raises(FreeSegError, match="names no classes"):  # --vocabulary "": not the default
+            demo.resolve_vocabulary(cfg, "", None)
     finally:
         MetadataCatalog.remove(name)
 
@@ -78,6 +95,27 @@ def test_collect_inputs_folders_globs_and_order(tmp_path):
         demo.collect_inputs([str(tmp_path / "empty")])
     with pytest.raises(FreeSegError, match="no --input"):
         demo.collect_inputs([])
+
+
+def test_read_rgb_scales_16_bit_and_float_images(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "gray16.png")
+    assert Image.open(tmp_path / "gray16.png").mode == "I;16"
+    rgb = demo.read_rgb(str(tmp_path / "gray16.png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (64, 64, 3)
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 257.0).astype(np.uint8))  # not all white
+    Image.fromarray(np.full((4, 4), 0.5, np.float32), mode="F").save(tmp_path / "half.tif")
+    assert demo.read_rgb(str(tmp_path / "half.tif")).max() == 128  # [0, 1] floats
+    Image.fromarray(np.full((4, 4), 200, np.int32), mode="I").save(tmp_path / "i32.tif")
+    assert demo.read_rgb(str(tmp_path / "i32.tif")).max() == 200  # 8-bit values in a 32-bit image
+
+
+def test_output_that_is_a_file_is_an_error(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    for out in ("taken", "taken/sub"):
+        with pytest.raises(FreeSegError, match="taken is a file, not a folder"):
+            demo.check_output_dir(str(tmp_path / out))
+    demo.check_output_dir(str(tmp_path / "new" / "folder"))  # created later: fine
 
 
 def test_unique_stems():
@@ -243,3 +281,53 @@ def test_fast_flag_sets_the_fast_keys_and_overrides_win(tmp_path):
     plain = demo.build_parser().parse_args(["--config-file", config, "--device", "cpu"])
     cfg, _ = demo.setup_cfg(plain, [], None)
     assert cfg.MODEL.CLIP_ADAPTER.REGION_TOPK == 0 and not cfg.TEST.AMP.ENABLED
+
+
+class _FailingModel(_EchoModel):
+    """The echo model, failing on images 40 pixels wide (as a bad input would)."""
+
+    def forward(self, batch):
+        if any(x["width"] == 40 for x in batch):
+            raise ValueError("height and width must be > 0")
+        return super().forward(batch)
+
+
+def _run_demo(tmp_path, monkeypatch, images: dict[str, tuple[int, int]], *extra: str) -> int:
+    from freeseg.cli.main import run_command
+
+    for name, (h, w) in images.items():
+        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / name)
+    (tmp_path / "zero.png").write_bytes(b"")
+    model = _FailingModel()
+
+    def from_config(cls, cfg, vocabulary, *, config_file="", batch_size=1, output_memory_gb=4.0):
+        return cls(model, vocabulary, min_size=32, max_size=64, batch_size=batch_size)
+
+    monkeypatch.setattr(DemoPredictor, "from_config", classmethod(from_config))
+    return run_command("demo", [
+        "--config-file", "configs/tiny/tiny_alltask.yaml", "--device", "cpu", "--vocabulary", "a,b",
+        "--task", "semantic", "--output", str(tmp_path / "out"), *extra,
+        "--input", *(str(tmp_path / n) for n in [*images, "zero.png"]),
+    ])
+
+
+def test_demo_skips_an_image_that_fails_and_goes_on(tmp_path, monkeypatch, capsys):
+    images = {"a.png": (32, 32), "b_bad.png": (32, 40), "c.png": (32, 32), "d_thin.png": (4, 3000)}
+    assert _run_demo(tmp_path, monkeypatch, images, "--batch-size", "2") == 0
+    captured = capsys.readouterr()
+    assert "skipping " + str(tmp_path / "b_bad.png") + ": segmentation failed (ValueError: height and width" in captured.err
+    assert "3 input(s) segmented" in captured.out  # a, c, and the 4 x 3000 one (resized to >= 1 pixel)
+    for stem in ("a", "c", "d_thin"):
+        assert (tmp_path / "out" / f"{stem}_semantic_labels.png").is_file()
+    assert "skipped 2 input(s)" in captured.err and "zero.png" in captured.err
+
+
+def test_demo_that_segments_nothing_is_an_error(tmp_path, monkeypatch, capsys):
+    assert _run_demo(tmp_path, monkeypatch, {"b_bad.png": (32, 40)}) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "error: none of the 2 input(s) could be segmented (reasons above); check the files"
+
+
+def test_folder_without_images_names_the_video_types_too(tmp_path):
+    with pytest.raises(FreeSegError, match=r"holds no images \(.*\.png.*\) or videos \(.*\.mp4"):
+        demo.collect_inputs([str(tmp_path)])

@@ -60,6 +60,12 @@ def test_merge_from_list_parses_literals_and_checks_types() -> None:
         (["MODEL.DEVICE", "cpu", "SEED"], r"KEY VALUE pairs"),
         (["MODEL", "x"], r"MODEL is a group of keys"),
         (["SEED.X", "1"], r"config key SEED is a value, not a group, so SEED\.X does not exist"),
+        # an option after the overrides: argparse handed it over as a key or a value
+        (["MODEL.WEIGHTS", "w.pth", "OUTPUT_DIR", "x", "--eval-only"], r"option --eval-only comes after the KEY VALUE"),
+        (["MODEL.WEIGHTS", "w.pth", "--input", "a.png"], r"option --input comes after the KEY VALUE"),
+        (["SOLVER.MAX_ITER", "None"], r"SOLVER\.MAX_ITER is empty \(null / None\).* needs a value of type int, like 40000"),
+        (["INPUT.CROP.SIZE", "(512, 512"], r"INPUT\.CROP\.SIZE: '\(512, 512' does not parse .*of type list, like"),
+        (["MODEL.PIXEL_MEAN", "[1, 2]"], r"MODEL\.PIXEL_MEAN needs 3 values \(one per RGB channel\), got \[1, 2\]"),
     ],
 )
 def test_merge_from_list_errors_are_one_line(opts: list[str], pattern: str) -> None:

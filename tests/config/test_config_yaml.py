@@ -70,6 +70,26 @@ def test_empty_section_is_a_no_op_and_key_case_is_hinted(tmp_path: Path) -> None
         get_cfg().merge_from_file(write(tmp_path / "l.yaml", "model:\n  device: cpu\n"))
 
 
+def test_null_where_the_default_is_not_none_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"SOLVER\.MAX_ITER is empty .*from .*n\.yaml"):
+        get_cfg().merge_from_file(write(tmp_path / "n.yaml", "SOLVER:\n  MAX_ITER: null\n"))
+    with pytest.raises(ConfigError, match=r'MODEL\.WEIGHTS is empty .*\(write "" for none\)'):
+        get_cfg().merge_from_file(write(tmp_path / "w.yaml", "MODEL:\n  WEIGHTS:\n"))
+    cfg = get_cfg().merge_from_file(write(tmp_path / "ok.yaml", "WANDB:\n  NAME: null\nSOLVER:\n  WEIGHT_DECAY_BIAS: ~\n"))
+    assert cfg.WANDB.NAME is None and cfg.SOLVER.WEIGHT_DECAY_BIAS is None  # None defaults stay unset
+
+
+def test_binary_and_empty_files_are_one_line_errors(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model_final.pth"
+    checkpoint.write_bytes(b"PK\x03\x04" + bytes(range(128, 256)))
+    with pytest.raises(ConfigError, match=r"model_final\.pth is not a text \(UTF-8\) YAML file") as info:
+        get_cfg().merge_from_file(checkpoint)
+    assert "\n" not in str(info.value)
+    for text in ("", "# every key commented out\n"):
+        with pytest.raises(ConfigError, match=r"config file .*empty\.yaml is empty"):
+            get_cfg().merge_from_file(write(tmp_path / "empty.yaml", text))
+
+
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"config file not found: .*missing\.yaml"):
         get_cfg().merge_from_file(tmp_path / "missing.yaml")

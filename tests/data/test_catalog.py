@@ -66,3 +66,22 @@ def test_missing_folder_names_layout_and_script(builtin_root) -> None:
         DatasetCatalog.get("coco_2017_train_full_task_base")
     with pytest.raises(FreeSegError, match="prepare_ade20k"):
         DatasetCatalog.get("ade20k_all_val")
+
+
+def test_unregistered_name_is_named_with_the_closest_one() -> None:
+    pattern = r"data set 'world_val_ful_task' is not registered; did you mean 'world_val_full_task'\?"
+    try:
+        with pytest.raises(FreeSegError, match=pattern):
+            MetadataCatalog.get("world_val_ful_task").get("stuff_classes")  # what the engine reads
+        with pytest.raises(FreeSegError, match=pattern):
+            _ = MetadataCatalog.get("world_val_ful_task").stuff_classes
+        with pytest.raises(FreeSegError, match=pattern):
+            DatasetCatalog.get("world_val_ful_task")
+    finally:
+        MetadataCatalog.remove("world_val_ful_task")
+    # metadata set without a data set (as tests and evaluators do) still reads back
+    meta = MetadataCatalog.get("_metadata_only_set").set(stuff_classes=["a"])
+    try:
+        assert meta.get("stuff_classes") == ["a"] and meta.get("thing_classes") is None
+    finally:
+        MetadataCatalog.remove("_metadata_only_set")

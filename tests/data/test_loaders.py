@@ -15,12 +15,14 @@ from freeseg.data.loaders import (
     build_test_loader_from,
     build_train_loader_from,
 )
-from freeseg.data.mappers import SemanticMapper
+from freeseg.data.mappers import CorruptImageError, SemanticMapper
 from freeseg.data.sampling import sample_per_task_class
 from freeseg.data.transforms import ColorAugSSD, RandomCropCategoryAreaConstraint, RandomFlip, ResizeShortestEdge
 from freeseg.utils.errors import ConfigError, FreeSegError
 
 from .fakes import corrupt_file
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -94,6 +96,8 @@ def test_per_rank_batch_and_divisibility(sem_dicts) -> None:
     assert len(next(iter(loader))) == 2
     with pytest.raises(ConfigError, match="IMS_PER_BATCH=3 is not divisible by the 2"):
         build_train_loader_from(sem_dicts, _mapper(), total_batch_size=3, rank=0, world_size=2)
+    with pytest.raises(ConfigError, match="IMS_PER_BATCH must be positive, got 0"):
+        build_train_loader_from(sem_dicts, _mapper(), total_batch_size=0)
 
 
 def test_inference_sampler_and_test_loader_sharding(sem_dicts) -> None:
@@ -119,15 +123,78 @@ def test_corrupt_images_are_skipped_and_counted(sem_dicts) -> None:
     assert loader.dataset.skipped.value >= 2
     from freeseg.data.mappers.test import TestMapper
 
-    test = build_test_loader_from(sem_dicts, TestMapper(min_size=20, max_size=100))
-    batches = list(test)
-    assert [len(b) for b in batches] == [1, 0, 1, 1, 0, 1]
+    # test data is never skipped: a subset is not comparable with published results
+    for workers in (0, 1):
+        test = build_test_loader_from(sem_dicts, TestMapper(min_size=20, max_size=100), num_workers=workers)
+        with pytest.raises(CorruptImageError, match=r"cannot decode image .*1\.jpg") as info:
+            list(test)
+        assert "\n" not in str(info.value)  # the worker's own message, not its traceback
 
 
 def test_worker_errors_name_the_file(sem_dicts) -> None:
     loader = build_train_loader_from(sem_dicts, _mapper(num_classes=2), total_batch_size=2, num_workers=2, seed=0)
-    with pytest.raises(FreeSegError, match=r"\d\.png holds value [23], outside the 2 classes"):
+    with pytest.raises(FreeSegError, match=r"^label map .*\d\.png holds value [23], outside the 2 classes") as info:
         _take(loader, 3)
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)  # one line, not the worker's dump
+
+
+def test_worker_error_message_unwraps_only_pytorch_wrapping() -> None:
+    from freeseg.data.loaders import worker_error_message
+
+    wrapped = ("Caught FreeSegError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in f\nfreeseg.utils.errors.FreeSegError: image a.jpg: not found')
+    assert worker_error_message(wrapped) == "image a.jpg: not found"
+    assert worker_error_message("image a.jpg: not found") is None
+
+
+def test_negative_worker_count_is_a_config_error(sem_dicts) -> None:
+    from freeseg.data.mappers.test import TestMapper
+
+    with pytest.raises(ConfigError, match=r"DATALOADER\.NUM_WORKERS must be >= 0 .*got -1"):
+        build_train_loader_from(sem_dicts, _mapper(), total_batch_size=2, num_workers=-1)
+    with pytest.raises(ConfigError, match=r"DATALOADER\.NUM_WORKERS must be >= 0"):
+        build_test_loader_from(sem_dicts, TestMapper(min_size=20, max_size=100), num_workers=-1)
+
+
+@pytest.fixture
+def world_cfg(builtin_root: Path):
+    """The quickstart world (3 training, 2 validation images) under the built-in names, and the
+    quickstart's config reading it in the main process."""
+    from freeseg.config import get_cfg
+    from freeseg.data.world.writer import write_split
+
+    root = builtin_root / "freeseg_world"
+    write_split(root, "train", 3, seed=1)
+    write_split(root, "val", 2, seed=2)
+    cfg = get_cfg().merge_from_file(REPO / "configs/quickstart/alltask.yaml")
+    cfg.merge_from_list(["DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 1])
+    return root, cfg
+
+
+def test_missing_files_skip_training_samples_but_stop_evaluation(world_cfg, caplog) -> None:
+    from freeseg.data.loaders import build_test_loader, build_train_loader
+
+    root, cfg = world_cfg
+    (root / "panoptic_detectron2" / "train2017_base" / "000000100001.png").unlink()
+    with caplog.at_level("WARNING", logger="freeseg.data.loaders"):
+        loader = build_train_loader(cfg)
+    assert len(loader.dataset) == 2
+    assert caplog.text.count("skipping 1 of 3 training samples whose files are missing") == 1
+    assert "000000100001.png" in caplog.text
+    assert len(build_test_loader(cfg, "world_val_full_task").dataset) == 2  # complete: no error
+    (root / "val2017" / "000000200000.jpg").unlink()
+    with pytest.raises(FreeSegError, match=r"'world_val_full_task': 1 file\(s\) it names are missing, e\.g\. .*000000200000\.jpg"):
+        build_test_loader(cfg, "world_val_full_task")
+
+
+def test_truncated_annotation_json_names_the_file(world_cfg) -> None:
+    from freeseg.data import DatasetCatalog
+
+    root, _ = world_cfg
+    path = root / "panoptic_detectron2" / "panoptic_val2017.json"
+    path.write_text(path.read_text()[:200])
+    with pytest.raises(FreeSegError, match=r"panoptic_val2017\.json is not valid JSON \(.*\); the file is damaged or truncated"):
+        DatasetCatalog.get("world_val_full_task")
 
 
 def test_sample_per_task_class_without_replacement() -> None:

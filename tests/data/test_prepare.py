@@ -182,3 +182,41 @@ def test_mask_cls_collect_default_path(voc_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "counts.json"
     assert run_command("prepare", ["mask_cls_collect", str(gt), str(out), "--nproc", "1"]) == 0
     assert json.loads(out.read_text()) == json.loads((gt.parent / "train_label_count.json").read_text())
+
+
+@pytest.mark.parametrize("nproc", ["1", "2"])
+def test_corrupt_input_label_map_is_one_line_naming_it(voc_root: Path, nproc: str, capsys) -> None:
+    bad = voc_root / "SegmentationClassAug" / "2007_000002.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert run_command("prepare", ["prepare_voc_sem_seg", str(voc_root), "--nproc", nproc, "--subset"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: label map ") and "2007_000002.png cannot be read" in err
+    assert run_command("prepare", ["mask_cls_collect", str(bad.parent), "--nproc", nproc]) == 2
+    assert "2007_000002.png cannot be read" in capsys.readouterr().err
+
+
+def test_mask_cls_collect_creates_the_output_folder(voc_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder" / "counts.json"
+    gt = voc_root / "SegmentationClassAug"
+    assert run_command("prepare", ["mask_cls_collect", str(gt), str(out), "--nproc", "1"]) == 0
+    assert json.loads(out.read_text())["2007_000000.png"] == [0, 15, 17]  # 255 left out
+
+
+def test_interrupted_write_leaves_nothing_a_rerun_would_keep(tmp_path: Path, monkeypatch) -> None:
+    from freeseg.data.prepare.common import make_lut, write_remapped
+
+    src = np.array([[1, 2], [2, 1]], np.uint8)
+    lut = make_lut({1: 0, 2: 1})
+    dst = tmp_path / "out.png"
+
+    def killed_while_saving(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG\r\n")  # the first bytes, then the run is interrupted
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", killed_while_saving)
+        with pytest.raises(KeyboardInterrupt):
+            write_remapped(src, {str(dst): lut})
+    assert list(tmp_path.iterdir()) == []  # no truncated PNG (nor temporary file) left
+    write_remapped(src, {str(dst): lut})  # the rerun writes it
+    np.testing.assert_array_equal(_png(dst), lut[src])

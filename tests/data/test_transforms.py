@@ -30,6 +30,8 @@ from freeseg.data.mappers.test import TestMapper
     ((375, 500), 512, 2048, (512, 683)),  # 682.67 -> 683
     ((100, 1000), 640, 2560, (256, 2560)),  # long side capped
     ((333, 500), 320, 2560, (320, 480)),  # 480.48 -> 480
+    ((4, 3000), 128, 256, (1, 256)),  # 0.34 -> 1: never a side of 0 (detectron2 gives 0 and PIL fails)
+    ((3000, 4), 128, 256, (256, 1)),
 ])
 def test_shortest_edge_rule(hw, short, max_size, expected) -> None:
     assert shortest_edge_size(*hw, short, max_size) == expected

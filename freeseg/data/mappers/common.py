@@ -27,13 +27,30 @@ def _exists(path: str, what: str) -> None:
         raise FreeSegError(f"{what} {path} not found; check $DETECTRON2_DATASETS and re-run the preparation script")
 
 
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """uint8 [H, W, 3] RGB from an image of any mode. 16-bit, 32-bit integer and float grayscale
+    are scaled to 0..255 (PIL's ``convert("RGB")`` clips them, so a 16-bit photo turns white):
+    ``I;16`` by its full range (as OpenCV), ``I`` / ``F`` by the smallest of 1, 255, 65535 that
+    holds their maximum, else by the maximum."""
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return np.asarray(im.convert("RGB"))
+    gray = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith("I;16"):
+        top = 65535.0
+    else:
+        peak = float(gray.max(initial=0.0))
+        top = next((t for t in (1.0, 255.0, 65535.0) if peak <= t), peak)
+    gray = np.clip(gray * (255.0 / top), 0, 255).round().astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
 def read_image(path: str) -> np.ndarray:
     """uint8 [H, W, 3] RGB (EXIF orientation is not applied, as detectron2 with format RGB)."""
     _exists(path, "image")
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return pil_to_rgb(im)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise CorruptImageError(f"cannot decode image {path}: {e}") from e
 

@@ -15,7 +15,6 @@ Instance: COCO JSON with RLE masks of the variant's thing instances.
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 
@@ -26,7 +25,7 @@ from pycocotools import mask as mask_utils
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
 from .coco_alldata import id2rgb, segment_stats
-from .common import list_files, parallel_map
+from .common import list_files, parallel_map, save_png_once, write_json
 
 ADE_EXPECTED = {"training": 20210, "validation": 2000}
 SPLITS = (("train", "training"), ("val", "validation"))
@@ -95,9 +94,7 @@ def _job(stem: str, root: str, split_dir: str, variants: dict[str, tuple[set[int
     for v, (variant, pan_dir) in variants.items():
         pan, segs, instances = _image_segments(stem, root, split_dir, variant, things, map_id)
         if write_pan:
-            path = os.path.join(pan_dir, stem + ".png")
-            if not os.path.exists(path):
-                Image.fromarray(id2rgb(pan)).save(path)
+            save_png_once(id2rgb(pan), os.path.join(pan_dir, stem + ".png"))
             out["pan"][v] = {"image_id": stem, "file_name": stem + ".png", "segments_info": segs}
         else:
             anns = []
@@ -156,6 +153,5 @@ def prepare_ade20k_panoptic(ade_root: str, *, instances: bool = False, mapping: 
                 if n != len(stems):
                     raise FreeSegError(f"{variants[v][1]} holds {n} PNGs for {len(stems)} images; remove it and re-run")
                 counts[path] = len(stems)
-            with open(path, "w") as f:
-                json.dump(out, f)
+            write_json(out, path)
     return counts

@@ -20,7 +20,6 @@ classes and only written images are listed.
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 from typing import Any
@@ -31,7 +30,18 @@ from PIL import Image
 from ...utils.colors import id_to_rgb, rgb_to_id
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
-from .common import check_published, list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts
+from ..loading import read_json
+from .common import (
+    check_published,
+    list_files,
+    parallel_map,
+    read_uint8_labels,
+    save_png_once,
+    split_luts,
+    verify_counts,
+    write_json,
+    write_label_counts,
+)
 from .semantic import COCO_EXPECTED
 
 GREY_TO_ID = 1 + 256 + 256 * 256
@@ -98,12 +108,9 @@ def _job(src: str, pan_root: str, anns: dict[str, dict], variants: dict[str, tup
             res["labels"][sem_path] = None
             continue
         res["labels"][sem_path] = present
-        if not os.path.exists(sem_path):
-            Image.fromarray(sem).save(sem_path)
+        save_png_once(sem, sem_path)
         pan, segs = build_panoptic(stuff, pan_ids, ann["segments_info"], keep_ids)
-        out_pan = os.path.join(pan_dir, name)
-        if not os.path.exists(out_pan):
-            Image.fromarray(id2rgb(pan)).save(out_pan)
+        save_png_once(id2rgb(pan), os.path.join(pan_dir, name))
         res["anns"][v] = {"image_id": ann["image_id"], "file_name": name, "segments_info": segs}
     return res
 
@@ -126,8 +133,7 @@ def prepare_coco_alldata(coco_root: str, out_dir: str | None = None, nproc: int 
         json_path = os.path.join(coco_root, "annotations", f"panoptic_{split}.json")
         if not os.path.exists(json_path):
             raise FreeSegError(f"{json_path} not found; {fix}")
-        with open(json_path) as f:
-            pan_json = json.load(f)
+        pan_json = read_json(json_path, fix)
         variants = {}
         for v in luts:
             sem_dir = os.path.join(out_root, "stuffthingmaps_panoptic_detectron2", split + v)
@@ -148,8 +154,7 @@ def prepare_coco_alldata(coco_root: str, out_dir: str | None = None, nproc: int 
                 "categories": [{"id": c["id"], "name": c["name"], "isthing": c["isthing"], "color": c["color"]}
                                for c in cats if c["id"] in keep[v]],
             }
-            with open(os.path.join(out_root, "panoptic_detectron2", f"panoptic_{split}{v}.json"), "w") as f:
-                json.dump(out, f)
+            write_json(out, os.path.join(out_root, "panoptic_detectron2", f"panoptic_{split}{v}.json"))
         results += [r["labels"] for r in res]
         if panoptic_semseg:
             semseg_from_panoptic(coco_root, split, nproc)
@@ -171,7 +176,7 @@ def _semseg_job(ann: dict, pan_root: str, out_dir: str, cat_map: dict[int, int])
     sem = np.full(ids.shape, 255, dtype=np.uint8)
     for seg in ann["segments_info"]:
         sem[ids == seg["id"]] = cat_map[seg["category_id"]]
-    Image.fromarray(sem).save(out_path)
+    save_png_once(sem, out_path)
     return 1
 
 
@@ -179,8 +184,8 @@ def semseg_from_panoptic(coco_root: str, split: str, nproc: int = 4) -> int:
     """``panoptic_semseg_<split>/*.png`` from ``panoptic_<split>`` + its JSON (133 contiguous ids)."""
     cats = load_classes("coco_panoptic_133")["categories"]
     cat_map = {c["id"]: i for i, c in enumerate(cats)}
-    with open(os.path.join(coco_root, "annotations", f"panoptic_{split}.json")) as f:
-        anns = json.load(f)["annotations"]
+    anns = read_json(os.path.join(coco_root, "annotations", f"panoptic_{split}.json"),
+                     "re-download COCO's panoptic annotations")["annotations"]
     out_dir = os.path.join(coco_root, f"panoptic_semseg_{split}")
     os.makedirs(out_dir, exist_ok=True)
     done = parallel_map(partial(_semseg_job, pan_root=os.path.join(coco_root, f"panoptic_{split}"),

@@ -1,5 +1,7 @@
 """Shared machinery of the preparation scripts: parallel map with a progress bar, label-map
-remapping with lookup tables, label-count files and count verification."""
+remapping with lookup tables, label-count files and count verification. Outputs are written to a
+temporary name and renamed: a rerun skips existing outputs, so an interrupted run must never leave
+a truncated one."""
 from __future__ import annotations
 
 import json
@@ -20,11 +22,14 @@ logger = logging.getLogger(__name__)
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], nproc: int, desc: str) -> list[Any]:
     """``[fn(x) for x in items]`` over ``nproc`` processes with a tqdm bar; results come back to
     the parent (the original edited globals inside workers and lost those edits)."""
+    # The bars are closed (cleared) before an error propagates, so its message gets a line of its own.
     if nproc <= 1 or len(items) < 2:
-        return [fn(x) for x in tqdm(items, desc=desc, leave=False)]
+        with tqdm(items, desc=desc, leave=False) as bar:
+            return [fn(x) for x in bar]
     with mp.get_context("fork" if hasattr(os, "fork") else "spawn").Pool(nproc) as pool:
-        return list(tqdm(pool.imap(fn, items, chunksize=max(1, len(items) // (nproc * 16))),
-                         total=len(items), desc=desc, leave=False))
+        with tqdm(pool.imap(fn, items, chunksize=max(1, len(items) // (nproc * 16))),
+                  total=len(items), desc=desc, leave=False) as bar:
+            return list(bar)
 
 
 def make_lut(mapping: dict[int, int]) -> np.ndarray:
@@ -36,10 +41,40 @@ def make_lut(mapping: dict[int, int]) -> np.ndarray:
 
 
 def read_uint8_labels(path: str) -> np.ndarray:
-    arr = np.asarray(Image.open(path))
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except (OSError, ValueError, SyntaxError) as e:  # Pillow's decode errors
+        raise FreeSegError(f"label map {path} cannot be read ({e}); re-download or re-extract it") from None
     if arr.dtype != np.uint8 or arr.ndim != 2:
         raise FreeSegError(f"label map {path} is {arr.dtype} {arr.shape}; expected a single-channel uint8 PNG")
     return arr
+
+
+def save_png_once(array: np.ndarray, path: str) -> None:
+    """Write ``array`` as a PNG at ``path`` unless it is there already (atomically: see above)."""
+    if os.path.exists(path):
+        return
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(obj: Any, path: str) -> None:
+    """``json.dump`` to ``path`` (its folder created), atomically."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_remapped(src: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, list[int] | None]:
@@ -54,8 +89,7 @@ def write_remapped(src: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str,
             labels[dst] = None
             continue
         labels[dst] = [int(v) for v in present]
-        if not os.path.exists(dst):
-            Image.fromarray(out).save(dst)
+        save_png_once(out, dst)
     return labels
 
 
@@ -69,8 +103,7 @@ def write_label_counts(results: Iterable[dict[str, list[int] | None]]) -> dict[s
             if labels is not None:
                 d[os.path.basename(path)] = labels
     for folder, counts in per_dir.items():
-        with open(folder.rstrip("/") + "_label_count.json", "w") as f:
-            json.dump(dict(sorted(counts.items())), f)
+        write_json(dict(sorted(counts.items())), folder.rstrip("/") + "_label_count.json")
     return {k: len(v) for k, v in per_dir.items()}
 
 

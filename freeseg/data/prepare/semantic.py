@@ -16,7 +16,17 @@ import numpy as np
 
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
-from .common import check_published, list_files, parallel_map, read_uint8_labels, split_luts, verify_counts, write_label_counts, write_remapped
+from .common import (
+    check_published,
+    list_files,
+    parallel_map,
+    read_uint8_labels,
+    split_luts,
+    verify_counts,
+    write_json,
+    write_label_counts,
+    write_remapped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +111,10 @@ def prepare_ade20k_sem(ade_root: str, out_dir: str | None = None, nproc: int = 4
 def collect_label_counts(gt_dir: str, out_json: str | None = None, nproc: int = 4) -> str:
     """``tools/mask_cls_collect.py``: ``{png basename: sorted labels present (no 255)}``, written by
     default to ``<gt_dir>_label_count.json``, the path the stage-1 loaders read."""
-    import json
-
     files = list_files(gt_dir, ".png", "label", "prepare the data set first")
     labels = parallel_map(_labels_of, files, nproc, "label counts")
     out_json = out_json or gt_dir.rstrip("/") + "_label_count.json"
-    with open(out_json, "w") as f:
-        json.dump({os.path.basename(p): l for p, l in zip(files, labels)}, f)
+    write_json({os.path.basename(p): l for p, l in zip(files, labels)}, out_json)
     return out_json
 
 

@@ -26,7 +26,8 @@ from .base import (
 
 
 def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
-    """detectron2's ``ResizeShortestEdge.get_output_shape``: (new_h, new_w) for edge ``short``."""
+    """detectron2's ``ResizeShortestEdge.get_output_shape``: (new_h, new_w) for edge ``short``,
+    each at least 1 (detectron2 rounds the short side of a 4 x 3000 image to 0 under ``max_size``)."""
     scale = short * 1.0 / min(h, w)
     if h < w:
         newh, neww = short, scale * w
@@ -35,7 +36,7 @@ def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, 
     if max(newh, neww) > max_size:
         scale = max_size * 1.0 / max(newh, neww)
         newh, neww = newh * scale, neww * scale
-    return int(newh + 0.5), int(neww + 0.5)
+    return max(int(newh + 0.5), 1), max(int(neww + 0.5), 1)
 
 
 class ResizeShortestEdge(Augmentation):
