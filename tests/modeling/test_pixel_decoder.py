@@ -114,6 +114,15 @@ def test_builder_reads_mask2former_keys_and_rejects_missing_features() -> None:
             **dict(transformer_dropout=0.0, transformer_nheads=2, transformer_dim_feedforward=48,
                    transformer_enc_layers=1, conv_dim=32, mask_dim=20, norm="GN",
                    transformer_in_features=["res3", "res4", "res5"], common_stride=4)})
+    # the kernel key is checked against the device when the model is built, naming the key
+    cfg.MODEL.DEVICE, h.DEFORMABLE_IMPL = "cpu", "cuda"
+    with pytest.raises(FreeSegError, match=r"^MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL 'cuda' does not run on "
+                                           r"MODEL.DEVICE cpu; use one of auto, pytorch, cpu, cuda"):
+        build_pixel_decoder(cfg, SHAPES)
+    h.DEFORMABLE_IMPL = "triton"
+    with pytest.raises(FreeSegError, match=r"^MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL 'triton' is unknown"):
+        build_pixel_decoder(cfg, SHAPES)
+    h.DEFORMABLE_IMPL = "pytorch"
     h.PIXEL_DECODER_NAME = "BasePixelDecoder"
     with pytest.raises(FreeSegError, match="MSDeformAttnPixelDecoder"):
         build_pixel_decoder(cfg, SHAPES)

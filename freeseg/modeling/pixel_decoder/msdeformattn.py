@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freeseg.layers.batch_norm import get_norm
+from freeseg.layers.ms_deform_attn import IMPLS
 from freeseg.layers.position_encoding import PositionEmbeddingSine
 from freeseg.layers.shape_spec import ShapeSpec
 from freeseg.layers.wrappers import Conv2d, c2_xavier_fill
@@ -181,6 +182,14 @@ def build_msdeformattn_pixel_decoder(cfg: Any, input_shape: dict[str, ShapeSpec]
             f"MODEL.SEM_SEG_HEAD.IN_FEATURES {absent} are not produced by the backbone (it gives "
             f"{sorted(input_shape)}); set IN_FEATURES / MODEL.RESNETS.OUT_FEATURES to match"
         )
+    impl = str(getattr(head, "DEFORMABLE_IMPL", "auto"))
+    device = str(cfg.MODEL.DEVICE).split(":")[0]
+    if impl not in IMPLS or (impl in ("cpu", "cuda") and impl != device):
+        raise FreeSegError(
+            f"MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL {impl!r} "
+            + (f"does not run on MODEL.DEVICE {cfg.MODEL.DEVICE}" if impl in IMPLS else "is unknown")
+            + f"; use one of {', '.join(IMPLS)} ('auto': the compiled kernel of the device, else PyTorch)"
+        )
     return MSDeformAttnPixelDecoder(
         {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
         transformer_dropout=cfg.MODEL.MASK_FORMER.DROPOUT,
@@ -193,7 +202,7 @@ def build_msdeformattn_pixel_decoder(cfg: Any, input_shape: dict[str, ShapeSpec]
         transformer_in_features=list(head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES),
         common_stride=head.COMMON_STRIDE,
         transformer_n_points=4,
-        deformable_impl=getattr(head, "DEFORMABLE_IMPL", "auto"),
+        deformable_impl=impl,
     )
 
 
