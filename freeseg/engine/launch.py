@@ -61,7 +61,7 @@ def launch(
     """Run ``main_func(*args)`` on every process of the job; returns its result in one process.
 
     A :class:`FreeSegError` raised by any spawned process is raised again here with its
-    message, so the command line can print it as one line.
+    message (so the command line can print it as one line) and its ``exit_status``.
     """
     backend = backend or default_backend()
     if launched_by_torchrun():
@@ -106,7 +106,10 @@ def launch(
         # The first process to die may be a peer that lost its connection to the one with the
         # user error; that error is the cause worth reporting.
         if not errors.empty():
-            raise FreeSegError(errors.get()) from None
+            message, status = errors.get()
+            error = FreeSegError(message)
+            error.exit_status = status  # e.g. 130: training stopped by Ctrl-C in the processes
+            raise error from None
         raise
     return None
 
@@ -151,8 +154,9 @@ def _worker(
     try:
         main_func(*args)
     except FreeSegError as e:
-        # Exit with a status (no traceback) and hand the one-line message to the parent.
-        errors.put(f"rank {rank}: {e}")
+        # Exit with a status (no traceback) and hand the one-line message and the status the
+        # command should exit with to the parent.
+        errors.put((f"rank {rank}: {e}", getattr(e, "exit_status", 2)))
         raise SystemExit(2) from None
     finally:
         comm.destroy()

@@ -31,3 +31,11 @@ def fail_on_rank1() -> None:
     if comm.get_rank() == 1:
         raise FreeSegError("DATASETS.TRAIN names an unknown data set; register it")
     comm.synchronize()  # rank 0 waits here until the failure ends the job
+
+
+def stopped_by_signal() -> None:
+    """Every rank ends as a Ctrl-C'd training does (train_net.main after saving)."""
+    from freeseg.engine.train_loop import TrainingStopped
+
+    comm.synchronize()
+    raise TrainingStopped("SIGINT", 5)

@@ -49,6 +49,13 @@ def test_error_in_a_worker_surfaces_as_one_line():
         launch(dist_worker.fail_on_rank1, 2, dist_url="auto", backend="gloo")
 
 
+def test_signal_stop_in_the_workers_keeps_its_exit_status():
+    """Ctrl-C'd training exits 130 with --num-gpus 2 as with one process (`train && eval`)."""
+    with pytest.raises(FreeSegError, match=r"^rank \d: stopped by SIGINT after iteration 5; rerun with --resume") as e:
+        launch(dist_worker.stopped_by_signal, 2, dist_url="auto", backend="gloo")
+    assert e.value.exit_status == 130
+
+
 def test_bad_machine_layout():
     with pytest.raises(FreeSegError, match="--dist-url auto works on one machine only"):
         launch(print, 2, num_machines=2, machine_rank=0, dist_url="auto", backend="gloo")
