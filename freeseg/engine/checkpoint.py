@@ -28,6 +28,7 @@ from torch import nn
 
 from ..utils import comm
 from ..utils.errors import FreeSegError
+from ..utils.files import atomic_write
 from .weights import UnreadableWeightsError, load_checkpoint, load_state_dict_checked, read_weights_file
 
 __all__ = ["Checkpointer", "load_checkpoint", "config_fingerprint", "atomic_save", "find_checkpoints"]
@@ -116,25 +117,13 @@ def set_rng_state(state: Mapping[str, Any], model: nn.Module | None = None) -> N
 
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def _atomic_write_text(text: str, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def find_checkpoints(save_dir: str) -> list[str]:

@@ -210,7 +210,7 @@ def test_interrupted_write_leaves_nothing_a_rerun_would_keep(tmp_path: Path, mon
     dst = tmp_path / "out.png"
 
     def killed_while_saving(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"\x89PNG\r\n")  # the first bytes, then the run is interrupted
+        fp.write(b"\x89PNG\r\n")  # the first bytes, then the run is interrupted
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:

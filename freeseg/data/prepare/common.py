@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ...utils.errors import FreeSegError
+from ...utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +56,15 @@ def save_png_once(array: np.ndarray, path: str) -> None:
     """Write ``array`` as a PNG at ``path`` unless it is there already (atomically: see above)."""
     if os.path.exists(path):
         return
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, durable=False) as f:
+        Image.fromarray(array).save(f, format="PNG")
 
 
 def write_json(obj: Any, path: str) -> None:
     """``json.dump`` to ``path`` (its folder created), atomically."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "w", durable=False) as f:
+        json.dump(obj, f)
 
 
 def write_remapped(src: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, list[int] | None]:

@@ -1,0 +1,34 @@
+"""Writing files so that an interrupted job never leaves a truncated one behind.
+
+Checkpoints, their ``last_checkpoint`` pointer and the outputs of the data preparation scripts
+are all skipped or trusted when they exist, so a half-written file would be taken as done.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
+
+
+@contextmanager
+def atomic_write(path: str, mode: str = "wb", *, durable: bool = True) -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path`` for writing; when the block ends without an error
+    the file is renamed over ``path`` (``os.replace`` is atomic on POSIX), else it is removed.
+
+    Args:
+        path: the file to write.
+        mode: ``"wb"`` or ``"w"``.
+        durable: fsync before the rename, so that the new content survives a power loss too
+            (checkpoints); without it only interrupted processes are covered (many small files).
+    """
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
