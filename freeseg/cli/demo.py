@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
+import json
 import os
 import re
 import sys
@@ -66,6 +68,9 @@ def build_parser(prog: str = "freeseg demo") -> argparse.ArgumentParser:
                    help="trade exactness for speed: only the 8 most confident queries' regions through CLIP, "
                    "CLIP regions and the segmentation network in bf16 (fp16 on a GPU); ~7x faster on a CPU, "
                    "results change by a few points (docs/demo.md, 'Speed'); KEY VALUE overrides still win")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every input; by default an --output folder that holds finished results of the same "
+                   "settings (an interrupted run) is continued: those inputs are skipped")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="config overrides (the same as trailing KEY VALUE pairs)")
     p.add_argument("opts_trailing", nargs=argparse.REMAINDER, metavar="KEY VALUE",
@@ -265,6 +270,33 @@ def video_frames(path: str) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def run_fingerprint(cfg: Any, vocabulary: DemoVocabulary, tasks: Sequence[str], args: argparse.Namespace) -> str:
+    """One line that changes with anything that changes the demo's outputs: the merged config,
+    the weights file (path, size, modification time), the vocabulary, tasks and thresholds."""
+    from .. import __version__
+    from ..engine.weights import resolve_weights_path
+
+    try:  # the predictor has loaded it; a stand-in predictor (tests) may have no file
+        weights = resolve_weights_path(str(cfg.MODEL.WEIGHTS))
+        stat = os.stat(weights)
+        weights_id = [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns]
+    except (FreeSegError, OSError):
+        weights_id = [str(cfg.MODEL.WEIGHTS)]
+    settings = {
+        "config": cfg.dump(), "weights": weights_id,
+        "vocabulary": [vocabulary.class_names, vocabulary.trainable_flag, vocabulary.thing_flags],
+        "tasks": list(tasks), "confidence_threshold": args.confidence_threshold,
+        "output_memory_gb": args.output_memory_gb, "freeseg": __version__,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return f"freeseg demo settings {digest}"
+
+
+def video_files(out_dir: str, stem: str, tasks: Sequence[str]) -> list[str]:
+    """The overlay videos :func:`run_video` writes."""
+    return [os.path.join(out_dir, f"{stem}_{t}.mp4") for t in tasks]
+
+
 def check_output_dir(path: str) -> None:
     """FreeSegError (before the model loads) when ``path`` cannot be a folder: it, or the nearest
     part of it that exists, is a file."""
@@ -292,7 +324,10 @@ def run_video(path: str, stem: str, predictor: Any, writer: Any, tasks: list[str
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     cap.release()
     outs: dict[str, Any] = {}
-    paths = {t: os.path.join(writer.out_dir, f"{stem}_{t}.mp4") for t in tasks}
+    paths = dict(zip(tasks, video_files(writer.out_dir, stem, tasks)))
+    # written as <name>.partial.mp4 and renamed when complete (an interrupted run leaves no
+    # video that looks finished)
+    partial = {t: p[: -len(".mp4")] + ".partial.mp4" for t, p in paths.items()}
     frames = 0
     try:
         for frame in video_frames(path):
@@ -301,7 +336,7 @@ def run_video(path: str, stem: str, predictor: Any, writer: Any, tasks: list[str
                 picture = writer.overlay(frame, output, t)
                 if t not in outs:
                     h, w = picture.shape[:2]
-                    outs[t] = cv2.VideoWriter(paths[t], cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    outs[t] = cv2.VideoWriter(partial[t], cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                 outs[t].write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             frames += 1
     finally:
@@ -309,13 +344,15 @@ def run_video(path: str, stem: str, predictor: Any, writer: Any, tasks: list[str
             out.release()
     if frames == 0:
         raise OSError("no frame could be decoded")
+    for t in tasks:
+        os.replace(partial[t], paths[t])
     return [paths[t] for t in tasks]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from .demo_outputs import ResultWriter
+    from .demo_outputs import ResultWriter, RunLog
     from .predictor import DemoPredictor
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -332,10 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = DemoPredictor.from_config(cfg, vocabulary, config_file=args.config_file, batch_size=args.batch_size,
                                           output_memory_gb=args.output_memory_gb)
     writer = ResultWriter(out_dir, vocabulary, tasks, args.confidence_threshold)
+    log = RunLog(out_dir, run_fingerprint(cfg, vocabulary, tasks, args), fresh=args.overwrite)
 
     used: set[str] = set()
     skipped: list[str] = []
-    done = 0
+    done = resumed = 0
     pending: list[tuple[str, str, np.ndarray]] = []  # (path, stem, image)
     bar = tqdm(inputs, desc="demo", unit="image", file=sys.stderr, disable=None)
 
@@ -354,15 +392,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 skip(batch[0][0], f"segmentation failed ({type(e).__name__}: {e})")
             return
-        for (_, stem, image), output in zip(batch, outputs):
+        for (path, stem, image), output in zip(batch, outputs):
             writer.write(stem, image, output)
+            log.add(_log_key(stem, path))
         done += len(batch)
 
     for path in bar:
         stem = unique_stem(path, used)
-        if os.path.splitext(path)[1].lower() in VIDEO_EXTS:
+        is_video = os.path.splitext(path)[1].lower() in VIDEO_EXTS
+        files = video_files(out_dir, stem, tasks) if is_video else writer.files(stem)
+        if log.is_done(_log_key(stem, path), files):
+            resumed += 1
+            continue
+        if is_video:
             try:
                 run_video(path, stem, predictor, writer, tasks)
+                log.add(_log_key(stem, path))
                 done += 1
             except Exception as e:  # noqa: BLE001 - as for images
                 skip(path, f"cannot read or segment the video ({type(e).__name__}: {e})")
@@ -381,7 +426,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar.close()
     if skipped:
         print(f"skipped {len(skipped)} input(s): {', '.join(skipped)}", file=sys.stderr)
-    if done == 0:
+    if done + resumed == 0:
         raise FreeSegError(f"none of the {len(inputs)} input(s) could be segmented (reasons above); check the files")
-    print(f"{done} input(s) segmented ({', '.join(tasks)}); results in {os.path.abspath(out_dir)}")
+    earlier = (f"; {resumed} finished by an earlier run with the same settings, kept (--overwrite redoes them)"
+               if resumed else "")
+    print(f"{done} input(s) segmented ({', '.join(tasks)}){earlier}; results in {os.path.abspath(out_dir)}")
     return 0
+
+
+def _log_key(stem: str, path: str) -> str:
+    """An input's line in the run log: its output stem and absolute path."""
+    return f"{stem}\t{os.path.abspath(path)}"

@@ -11,7 +11,9 @@ For an image ``<stem>`` and the tasks asked for:
 
 Category ids in the JSON files are the class's index in the vocabulary (0-based), and every
 record also carries ``category_name``; ``vocabulary.json`` in the output folder lists the
-classes with their colours once per run.
+classes with their colours once per run. Each file is written under a temporary name and
+renamed, and ``demo_done.txt`` lists the inputs finished (:class:`RunLog`), so the same command
+run again after an interruption continues with the first unfinished input.
 """
 from __future__ import annotations
 
@@ -25,10 +27,18 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from ..utils.colors import id_to_rgb
+from ..utils.files import atomic_write
 from ..utils.visualizer import Visualizer
 from .predictor import DemoVocabulary
 
 TASKS = ("semantic", "instance", "panoptic", "entity")
+# the files of one image per task (<stem>_<suffix>), in the order they are written
+FILE_SUFFIXES = {
+    "semantic": ("semantic_labels.png", "semantic.png"),
+    "panoptic": ("panoptic_ids.png", "panoptic.json", "panoptic.png"),
+    "instance": ("instances.json", "instances.png"),
+    "entity": ("entity_ids.png", "entity.json", "entity.png"),
+}
 
 
 def semantic_label_map(sem_seg: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -153,18 +163,23 @@ class ResultWriter:
     def _path(self, stem: str, suffix: str) -> str:
         return os.path.join(self.out_dir, f"{stem}_{suffix}")
 
+    def files(self, stem: str) -> list[str]:
+        """The paths :meth:`write` writes for the image ``stem``."""
+        return [self._path(stem, suffix) for task in self.tasks for suffix in FILE_SUFFIXES[task]]
+
     def write(self, stem: str, image: np.ndarray, output: dict[str, Any]) -> list[str]:
         """Write the files of one image (uint8 RGB [H, W, 3] and its model output); returns paths."""
         written: list[str] = []
 
         def save_png(suffix: str, array: np.ndarray) -> None:
             path = self._path(stem, suffix)
-            Image.fromarray(array).save(path)
+            with atomic_write(path, durable=False) as f:
+                Image.fromarray(array).save(f, format="PNG")
             written.append(path)
 
         def save_json(suffix: str, obj: Any) -> None:
             path = self._path(stem, suffix)
-            with open(path, "w") as f:
+            with atomic_write(path, "w", durable=False) as f:
                 json.dump(obj, f)
             written.append(path)
 
@@ -201,3 +216,39 @@ class ResultWriter:
             inst = filter_instances(output["instances"], self.threshold)
             return self.visualizer.instances(image, inst["pred_masks"].numpy().astype(bool), inst["pred_classes"].tolist(), inst["scores"].tolist())
         return self.visualizer.entity(image, *filter_segments(*output["entity"], self.threshold))
+
+
+class RunLog:
+    """``demo_done.txt`` in the output folder: the inputs that a run with these settings finished.
+
+    Its first line is the settings' fingerprint (config, weights, vocabulary, tasks, thresholds);
+    a run with other settings, or with ``fresh``, starts the log afresh and so redoes every input
+    (rewriting its files). An input counts as done when it is listed and all its files exist.
+
+    Args:
+        out_dir: the output folder (exists).
+        fingerprint: one line identifying the settings.
+        fresh: forget what earlier runs finished.
+    """
+
+    NAME = "demo_done.txt"
+
+    def __init__(self, out_dir: str, fingerprint: str, fresh: bool = False) -> None:
+        self.path = os.path.join(out_dir, self.NAME)
+        lines: list[str] = []
+        if not fresh and os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        self.finished = set(lines[1:]) if lines[:1] == [fingerprint] else set()
+        if not self.finished:
+            with atomic_write(self.path, "w", durable=False) as f:
+                f.write(fingerprint + "\n")
+
+    def is_done(self, key: str, files: Sequence[str]) -> bool:
+        return key in self.finished and all(os.path.isfile(p) for p in files)
+
+    def add(self, key: str) -> None:
+        """Record ``key`` (one line, appended after the input's files are complete)."""
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(key + "\n")
+        self.finished.add(key)

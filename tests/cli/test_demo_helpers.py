@@ -292,13 +292,13 @@ class _FailingModel(_EchoModel):
         return super().forward(batch)
 
 
-def _run_demo(tmp_path, monkeypatch, images: dict[str, tuple[int, int]], *extra: str) -> int:
+def _run_demo(tmp_path, monkeypatch, images: dict[str, tuple[int, int]], *extra: str, model=None) -> int:
     from freeseg.cli.main import run_command
 
     for name, (h, w) in images.items():
         Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / name)
     (tmp_path / "zero.png").write_bytes(b"")
-    model = _FailingModel()
+    model = model or _FailingModel()
 
     def from_config(cls, cfg, vocabulary, *, config_file="", batch_size=1, output_memory_gb=4.0):
         return cls(model, vocabulary, min_size=32, max_size=64, batch_size=batch_size)
@@ -331,3 +331,40 @@ def test_demo_that_segments_nothing_is_an_error(tmp_path, monkeypatch, capsys):
 def test_folder_without_images_names_the_video_types_too(tmp_path):
     with pytest.raises(FreeSegError, match=r"holds no images \(.*\.png.*\) or videos \(.*\.mp4"):
         demo.collect_inputs([str(tmp_path)])
+
+
+class _CountingModel(_FailingModel):
+    """Counts the images it segments; with ``interrupt_at`` = n, Ctrl-C arrives at the n-th."""
+
+    def __init__(self, interrupt_at: int = 0):
+        super().__init__()
+        self.calls, self.interrupt_at = 0, interrupt_at
+
+    def forward(self, batch):
+        self.calls += len(batch)
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        return super().forward(batch)
+
+
+def test_rerun_continues_an_interrupted_run_and_other_settings_redo_it(tmp_path, monkeypatch, capsys):
+    images = {"a.png": (32, 32), "b.png": (32, 32), "c.png": (32, 32)}
+
+    def run(*extra, interrupt_at=0):
+        model = _CountingModel(interrupt_at)
+        status = _run_demo(tmp_path, monkeypatch, images, *extra, model=model)
+        return status, model.calls, capsys.readouterr().out
+
+    assert run(interrupt_at=2)[0] == 130  # Ctrl-C while segmenting b: a is finished
+    assert not (tmp_path / "out" / "b_semantic.png").exists()
+    status, calls, out = run()
+    assert (status, calls) == (0, 2)  # b and c only
+    assert "2 input(s) segmented (semantic); 1 finished by an earlier run with the same settings, kept" in out
+    first = (tmp_path / "out" / "a_semantic.png").stat().st_mtime_ns
+    assert run()[:2] == (0, 0)  # everything done: nothing recomputed or rewritten
+    assert (tmp_path / "out" / "a_semantic.png").stat().st_mtime_ns == first
+    (tmp_path / "out" / "c_semantic.png").unlink()  # an output that went missing is redone
+    assert run()[1] == 1
+    assert run("--confidence-threshold", "0.3")[1] == 3  # other settings: every input again
+    assert run("--confidence-threshold", "0.3")[1] == 0
+    assert run("--confidence-threshold", "0.3", "--overwrite")[1] == 3
