@@ -435,5 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _log_key(stem: str, path: str) -> str:
-    """An input's line in the run log: its output stem and absolute path."""
-    return f"{stem}\t{os.path.abspath(path)}"
+    """An input's line in the run log: its output stem, absolute path, size and modification
+    time (an edited photo is segmented again)."""
+    stat = os.stat(path)
+    return f"{stem}\t{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}"

@@ -296,7 +296,8 @@ def _run_demo(tmp_path, monkeypatch, images: dict[str, tuple[int, int]], *extra:
     from freeseg.cli.main import run_command
 
     for name, (h, w) in images.items():
-        Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / name)
+        if not (tmp_path / name).exists():  # a rerun sees the same files
+            Image.fromarray(np.full((h, w, 3), 90, np.uint8)).save(tmp_path / name)
     (tmp_path / "zero.png").write_bytes(b"")
     model = model or _FailingModel()
 
@@ -368,3 +369,5 @@ def test_rerun_continues_an_interrupted_run_and_other_settings_redo_it(tmp_path,
     assert run("--confidence-threshold", "0.3")[1] == 3  # other settings: every input again
     assert run("--confidence-threshold", "0.3")[1] == 0
     assert run("--confidence-threshold", "0.3", "--overwrite")[1] == 3
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / "b.png")  # an edited photo
+    assert run("--confidence-threshold", "0.3")[1] == 1
