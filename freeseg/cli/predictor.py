@@ -130,7 +130,7 @@ class DemoPredictor:
         """Build the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and load ``cfg.MODEL.WEIGHTS``."""
         from ..engine.weights import load_trained_weights
         from ..modeling import build_model
-        from ..modeling.clip.model import clip_weights_path
+        from ..modeling.clip.build import configured_clip_weights
 
         if cfg.MODEL.META_ARCHITECTURE != "OpenVocabulary":
             raise FreeSegError(
@@ -138,11 +138,9 @@ class DemoPredictor:
                 "(OpenVocabulary) config such as configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml"
             )
         weights = check_weights_config(cfg)
-        ca = cfg.MODEL.CLIP_ADAPTER
-        clip_file = clip_weights_path(str(getattr(ca, "CLIP_WEIGHTS", "")), str(ca.CLIP_MODEL_NAME))
+        clip_file, clip_name = configured_clip_weights(cfg)
         model = build_model(cfg)
-        load_trained_weights(model, weights, clip_file=clip_file, clip_name=str(ca.CLIP_MODEL_NAME),
-                             config_file=config_file)
+        load_trained_weights(model, weights, clip_file=clip_file, clip_name=clip_name, config_file=config_file)
         return cls(
             model,
             vocabulary,

@@ -90,20 +90,13 @@ def require_clip(cfg: Any, model: nn.Module, missing: list[str] | None, source: 
     """FreeSegError before any iteration or image when ``model``'s frozen CLIP would keep random
     weights: no CLIP file found and the checkpoint ``source`` (``missing``: the model keys it
     lacked; None when nothing was loaded) held none."""
+    from ..modeling.clip.build import configured_clip_weights
     from ..modeling.clip.model import require_clip_weights
 
     if not hasattr(model, "clip_adapter"):
         return
-    clip_file, name = _clip_file(cfg)
+    clip_file, name = configured_clip_weights(cfg)
     require_clip_weights(clip_file, missing, source, name)
-
-
-def _clip_file(cfg: Any) -> tuple[str, str]:
-    """(the CLIP weights file found for the config, "" if none; the CLIP's name)."""
-    from ..modeling.clip.model import clip_weights_path
-
-    name = str(cfg.MODEL.CLIP_ADAPTER.CLIP_MODEL_NAME)
-    return clip_weights_path(str(cfg.MODEL.CLIP_ADAPTER.CLIP_WEIGHTS), name), name
 
 
 def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
@@ -213,7 +206,9 @@ def main(args: Any) -> Any:
     if args.eval_only:
         last = Checkpointer(model, cfg.OUTPUT_DIR).last_checkpoint() if args.resume else None
         source = last or require_weights(cfg)
-        clip_file, clip_name = _clip_file(cfg)
+        from ..modeling.clip.build import configured_clip_weights
+
+        clip_file, clip_name = configured_clip_weights(cfg)
         # A trained model must fill the whole model (unlike MODEL.WEIGHTS for training, which
         # may be a backbone): evaluating half-random weights would report a wrong score.
         load_trained_weights(model, source, clip_file=clip_file, clip_name=clip_name,

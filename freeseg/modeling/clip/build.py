@@ -29,10 +29,18 @@ def build_prompt_learner(cfg: Any, clip_model: Any) -> PromptLearner:
     return learner
 
 
+def configured_clip_weights(cfg: Any) -> tuple[str, str]:
+    """(the CLIP weights file for ``cfg``: ``MODEL.CLIP_ADAPTER.CLIP_WEIGHTS``, else
+    ``$FREESEG_CLIP_WEIGHTS``, else ``weights/<name>.pt`` if there, else ""; the CLIP's name)."""
+    ca = cfg.MODEL.CLIP_ADAPTER
+    name = str(ca.CLIP_MODEL_NAME)
+    return clip_weights_path(str(getattr(ca, "CLIP_WEIGHTS", "")), name), name
+
+
 def build_clip_adapter(cfg: Any, *, stage2: bool = True) -> ClipAdapter:
     """The CLIP adapter: :class:`MaskFormerClipAdapter` for stage 2, :class:`ClipAdapter` for stage 1."""
     ca = cfg.MODEL.CLIP_ADAPTER
-    weights = clip_weights_path(getattr(ca, "CLIP_WEIGHTS", ""), ca.CLIP_MODEL_NAME)
+    weights, _ = configured_clip_weights(cfg)
     clip_model = build_clip(ca.CLIP_MODEL_NAME, weights)
     _, quick_gelu = resolve_clip_name(ca.CLIP_MODEL_NAME)
     learner = build_prompt_learner(cfg, clip_model)
