@@ -216,6 +216,28 @@ def test_fast_visual_forward_matches_open_clip(quick_gelu):
     torch.testing.assert_close(g_fast, images.grad, atol=1e-5 * images.grad.abs().max().item(), rtol=0)
 
 
+def test_fast_visual_forward_runs_the_last_block_for_the_class_token_only():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch = ClipArch(embed_dim=48, vision_layers=1, vision_width=64, vision_patch_size=8, image_size=32,
+                    context_length=77, vocab_size=49408, text_width=64, text_layers=1)
+    torch.manual_seed(0)
+    model = build_clip_from_arch(arch, quick_gelu=True).eval()
+    images = torch.randn(3, 3, 32, 32)
+    counted = {}
+    with torch.no_grad():
+        for name, forward in (("fast", lambda: fast_visual_forward(model.visual, images)),
+                              ("open_clip", lambda: model.encode_image(images))):
+            with FlopCounterMode(display=False) as counter:
+                out = forward()
+            counted[name] = (counter.get_total_flops(), out)
+    torch.testing.assert_close(counted["fast"][1], counted["open_clip"][1], atol=1e-5, rtol=0)
+    tokens, width = (32 // 8) ** 2 + 1, 64
+    # a single (hence last) block: the MLP alone (2 products of W x 4W) runs on 1 token, not 17
+    mlp_saved = 3 * (tokens - 1) * 2 * (2 * width * 4 * width)
+    assert counted["open_clip"][0] - counted["fast"][0] >= mlp_saved
+
+
 def test_fast_visual_forward_declines_towers_it_does_not_reproduce():
     from open_clip.transformer import VisionTransformer
 

@@ -10,7 +10,10 @@ forward spends on full passes over the [B·197, 3072] MLP activations:
   ``1/1.702`` goes into the ``c_proj`` GEMM's alpha: silu(1.702x)/1.702 = x·σ(1.702x);
 - attention runs through ``scaled_dot_product_attention`` (a fused kernel) straight on the
   packed QKV projection, instead of ``nn.MultiheadAttention``'s unpacking, two batched
-  products and a separate softmax.
+  products and a separate softmax;
+- the last block computes only the class token's output, the one row the pooled feature
+  reads: keys and values for every token, but the query, attention, output projection and MLP
+  for one token instead of 197 (a ViT-B/16 does ~7 % fewer multiply-adds per region).
 
 Same weights, same arithmetic up to float rounding (≤ 1e-5 relative on the features; tested
 against open_clip's own forward). Nothing here is a library's job: open_clip and timm offer
@@ -58,8 +61,10 @@ def fast_visual_forward(visual: nn.Module, images: Tensor) -> Tensor | None:
     if not supports_fast_forward(visual):
         return None
     x = visual._embeds(images)  # conv patches + class token + positions + ln_pre: [N, L, W]
-    for block in visual.transformer.resblocks:
+    *blocks, last = visual.transformer.resblocks
+    for block in blocks:
         x = _block(block, x)
+    x = _block(last, x, class_token_only=True)  # [N, 1, W]
     pooled = visual.ln_post(x[:, 0])
     return pooled @ visual.proj if visual.proj is not None else pooled
 
@@ -71,15 +76,25 @@ def visual_forward(visual: nn.Module, images: Tensor) -> Tensor:
     return visual(images) if features is None else features
 
 
-def _block(block: ResidualAttentionBlock, x: Tensor) -> Tensor:
+def _block(block: ResidualAttentionBlock, x: Tensor, class_token_only: bool = False) -> Tensor:
+    """One residual block on [N, L, W] tokens; with ``class_token_only`` it returns the class
+    token's output alone, [N, 1, W] (every token still serves as key and value)."""
     n, length, width = x.shape
     attn = block.attn
-    heads = attn.num_heads
+    heads, head_dim = attn.num_heads, width // attn.num_heads
     x2 = x.reshape(n * length, width)
 
     h = F.layer_norm(x2, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
-    qkv = torch.addmm(attn.in_proj_bias, h, attn.in_proj_weight.t())
-    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, L, d]
+    if class_token_only:
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        kv = torch.addmm(b[width:], h, w[width:].t())
+        k, v = kv.view(n, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, L, d]
+        x2 = x[:, 0]  # [N, W]: the residual stream of the class token
+        q = torch.addmm(b[:width], h.view(n, length, width)[:, 0], w[:width].t()).view(n, heads, 1, head_dim)
+        length = 1
+    else:
+        qkv = torch.addmm(attn.in_proj_bias, h, attn.in_proj_weight.t())
+        q, k, v = qkv.view(n, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # [N, h, L, d]
     o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n * length, width)
     x2 = x2 + torch.addmm(attn.out_proj.bias, o, attn.out_proj.weight.t())
 
