@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..utils.errors import FreeSegError, missing_file
+from ..utils.files import file_identity
 from .demo_outputs import TASKS
 from .predictor import DemoVocabulary
 
@@ -277,9 +278,7 @@ def run_fingerprint(cfg: Any, vocabulary: DemoVocabulary, tasks: Sequence[str], 
     from ..engine.weights import resolve_weights_path
 
     try:  # the predictor has loaded it; a stand-in predictor (tests) may have no file
-        weights = resolve_weights_path(str(cfg.MODEL.WEIGHTS))
-        stat = os.stat(weights)
-        weights_id = [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns]
+        weights_id = file_identity(resolve_weights_path(str(cfg.MODEL.WEIGHTS)))
     except (FreeSegError, OSError):
         weights_id = [str(cfg.MODEL.WEIGHTS)]
     settings = {
@@ -437,5 +436,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _log_key(stem: str, path: str) -> str:
     """An input's line in the run log: its output stem, absolute path, size and modification
     time (an edited photo is segmented again)."""
-    stat = os.stat(path)
-    return f"{stem}\t{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}"
+    return "\t".join(str(v) for v in [stem, *file_identity(path)])

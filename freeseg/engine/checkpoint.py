@@ -52,13 +52,15 @@ def _flatten(node: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_fingerprint(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """The config values that define a training run (model, solver, input, train sets, seed)."""
+def config_fingerprint(
+    cfg: Mapping[str, Any],
+    sections: tuple[str, ...] = _IDENTITY_SECTIONS,
+    free_keys: tuple[str, ...] = _RESUME_FREE_KEYS,
+) -> dict[str, str]:
+    """The config values that define a run: by default a training run's (model, solver, input,
+    train sets, seed), the keys under ``sections`` but ``free_keys``."""
     flat = _flatten(cfg)
-    return {
-        k: repr(v) for k, v in sorted(flat.items())
-        if k.startswith(_IDENTITY_SECTIONS) and k not in _RESUME_FREE_KEYS
-    }
+    return {k: repr(v) for k, v in sorted(flat.items()) if k.startswith(sections) and k not in free_keys}
 
 
 def _private_generators(model: nn.Module | None) -> dict[str, Any]:

@@ -13,6 +13,8 @@ after its checkpoint is saved, so that the command exits non-zero.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import sys
@@ -23,6 +25,7 @@ from torch import nn
 
 from ..utils import comm
 from ..utils.errors import FreeSegError
+from ..utils.files import file_identity
 from .checkpoint import Checkpointer, config_fingerprint, find_checkpoints
 from .defaults import (
     amp_dtype,
@@ -38,7 +41,7 @@ from .launch import create_ddp_model, default_backend, launch
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_grad_clipper, build_optimizer
 from .train_loop import NonFiniteLossError, Trainer, TrainingStopped
-from .weights import load_checkpoint, load_trained_weights
+from .weights import load_checkpoint, load_trained_weights, resolve_weights_path
 
 logger = logging.getLogger("freeseg.engine")
 
@@ -99,10 +102,15 @@ def require_clip(cfg: Any, model: nn.Module, missing: list[str] | None, source: 
     require_clip_weights(clip_file, missing, source, name)
 
 
-def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
-    """Evaluate on every ``DATASETS.TEST`` set; results per set (flattened when there is one)."""
+def do_test(cfg: Any, model: nn.Module, resume_key: str | None = None) -> dict[str, Any]:
+    """Evaluate on every ``DATASETS.TEST`` set; results per set (flattened when there is one).
+
+    With ``resume_key`` (a fingerprint of the weights and settings) each set's evaluation saves
+    its progress and continues an interrupted run of the same key (freeseg.evaluation.progress).
+    """
     from ..data.loaders import build_test_loader
     from ..evaluation import build_evaluator, inference_on_dataset
+    from ..evaluation.progress import EvaluationProgress
 
     results: dict[str, Any] = {}
     training_vocabulary = getattr(model, "vocabulary", None)
@@ -111,7 +119,11 @@ def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
             set_vocabulary(model, name)  # each test set brings its own classes and seen flags
             loader = build_test_loader(cfg, name)
             out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", name)
-            results[name] = inference_on_dataset(model, loader, build_evaluator(cfg, name, out_dir))
+            progress = None
+            if resume_key is not None:
+                progress = EvaluationProgress(os.path.join(out_dir, f"eval_progress.rank{comm.get_rank()}.pth"),
+                                              f"{resume_key} {name} {len(loader)}")
+            results[name] = inference_on_dataset(model, loader, build_evaluator(cfg, name, out_dir), progress)
             if comm.is_main_process():  # the evaluators printed their tables; all values are here:
                 logger.info("evaluation on %s done: %s", name, os.path.join(out_dir, "results.json"))
     finally:
@@ -120,6 +132,24 @@ def do_test(cfg: Any, model: nn.Module) -> dict[str, Any]:
     if len(results) == 1:
         return next(iter(results.values()))
     return results
+
+
+def evaluation_fingerprint(cfg: Any, weights: str, clip_file: str) -> str:
+    """One line that changes with anything that changes an evaluation's results: the config's
+    model, input, test sets and test settings (not its device, worker count or output folder),
+    the weights and CLIP files (path, size, modification time), the number of processes (each
+    evaluates its own share of the images) and this package's version."""
+    from .. import __version__
+
+    settings = {
+        "config": config_fingerprint(cfg, sections=("MODEL.", "INPUT.", "DATASETS.TEST", "TEST."),
+                                     free_keys=("MODEL.WEIGHTS", "MODEL.DEVICE")),
+        "weights": file_identity(resolve_weights_path(weights)),
+        "clip": file_identity(clip_file) if clip_file and os.path.isfile(clip_file) else clip_file,
+        "world_size": comm.get_world_size(), "freeseg": __version__,
+    }
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return f"freeseg evaluation {digest}"
 
 
 def _maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
@@ -213,7 +243,7 @@ def main(args: Any) -> Any:
         # may be a backbone): evaluating half-random weights would report a wrong score.
         load_trained_weights(model, source, clip_file=clip_file, clip_name=clip_name,
                              config_file=getattr(args, "config_file", ""))
-        return do_test(cfg, model)
+        return do_test(cfg, model, resume_key=evaluation_fingerprint(cfg, source, clip_file))
     trainer = do_train(cfg, model, resume=args.resume)
     if trainer.stopped_early:
         comm.synchronize()  # rank 0 may still be writing the checkpoint

@@ -53,6 +53,8 @@ class ClassificationEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self.reset()
 
+    state_attributes = ("_counts",)
+
     def reset(self) -> None:
         # per class: number of samples, hits@k1, hits@k2 — small and summable across ranks
         self._counts = np.zeros((self._k, 3), dtype=np.int64)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import signal
 import time
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +22,9 @@ from torch import nn
 from ..utils import comm
 from ..utils.errors import FreeSegError
 from .report import save_results_json
+
+if TYPE_CHECKING:
+    from .progress import EvaluationProgress
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,24 @@ class DatasetEvaluator:
     def evaluate(self) -> dict[str, dict[str, Any]]:
         """Metrics over everything processed (main process), ``{}`` on other ranks."""
         return {}
+
+    #: the attributes in which ``process`` accumulates (all of them): their values are what
+    #: :mod:`.progress` saves so that an interrupted evaluation continues; None: not resumable
+    state_attributes: tuple[str, ...] | None = None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What ``process`` has accumulated (picklable), or None if this evaluator cannot
+        resume."""
+        if self.state_attributes is None:
+            return None
+        return {name: getattr(self, name) for name in self.state_attributes}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (after :meth:`reset`)."""
+        if set(state) != set(self.state_attributes or ()):
+            raise FreeSegError(f"{type(self).__name__} cannot load a saved state with keys {sorted(state)}")
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
 class DatasetEvaluators(DatasetEvaluator):
@@ -66,6 +89,16 @@ class DatasetEvaluators(DatasetEvaluator):
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for e in self._evaluators:
             e.process(inputs, outputs)
+
+    def state_dict(self) -> list[Any] | None:
+        states = [e.state_dict() for e in self._evaluators]
+        return None if any(st is None for st in states) else states
+
+    def load_state_dict(self, state: Sequence[Any]) -> None:
+        if len(state) != len(self._evaluators):
+            raise FreeSegError(f"a saved state of {len(state)} evaluators cannot be loaded into {len(self._evaluators)}")
+        for e, st in zip(self._evaluators, state):
+            e.load_state_dict(st)
 
     def evaluate(self) -> dict[str, dict[str, Any]]:
         results: dict[str, dict[str, Any]] = {}
@@ -105,6 +138,7 @@ def inference_on_dataset(
     model: nn.Module,
     data_loader: Iterable[list[dict]],
     evaluator: DatasetEvaluator | Sequence[DatasetEvaluator] | None,
+    progress: "EvaluationProgress | None" = None,
 ) -> dict[str, dict[str, Any]]:
     """Run ``model`` on every batch of ``data_loader`` and evaluate its outputs.
 
@@ -115,6 +149,9 @@ def inference_on_dataset(
         model: takes a batch ``list[dict]`` and returns one output dict per input.
         data_loader: yields batches (lists of mapper dicts).
         evaluator: one evaluator, several (run together), or None to only time inference.
+        progress: save the evaluators' state as images are done and continue an earlier run's
+            (:mod:`.progress`); a signal (Ctrl-C, SIGTERM) then saves it and raises
+            :class:`EvaluationStopped`.
 
     Returns:
         ``evaluator.evaluate()``: ``{family: {metric: value}}`` on the main process, ``{}``
@@ -130,28 +167,52 @@ def inference_on_dataset(
         total: int | None = len(data_loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
+    earlier = progress.start(evaluator) if progress is not None else 0
+    if earlier:
+        logger.info("continuing an interrupted evaluation: %d images were evaluated by an earlier run "
+                    "with the same settings (%s; delete it to start over)", earlier, progress.path)
     num_warmup = min(5, (total or 1) - 1) if total else 0
     start = time.perf_counter()
     compute_time = 0.0
-    n_images = 0
+    n_images = n_batches = 0
+    consistent = True  # False while the evaluators are half-way through a batch
     with ExitStack() as stack:
         stack.enter_context(_inference_context(model))
         stack.enter_context(torch.no_grad())
-        for idx, inputs in enumerate(_progress(data_loader, total)):
-            if idx == num_warmup:
-                start = time.perf_counter()
-                compute_time = 0.0
-                n_images = 0
-            if not inputs:  # the loader skipped a corrupt image (warned and counted there)
-                continue
-            t0 = time.perf_counter()
-            outputs = model(inputs)
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            compute_time += time.perf_counter() - t0
-            evaluator.process(inputs, outputs)
-            if idx >= num_warmup:
-                n_images += len(inputs)
+        if progress is not None:
+            stack.enter_context(_signals_raise_stop())
+        try:
+            for inputs in _progress(data_loader, total):
+                if progress is not None:
+                    inputs = progress.pending(inputs)
+                if not inputs:  # done by an earlier run, or a corrupt image the loader skipped
+                    continue
+                if n_batches == num_warmup:
+                    start = time.perf_counter()
+                    compute_time = 0.0
+                    n_images = 0
+                t0 = time.perf_counter()
+                outputs = model(inputs)
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                compute_time += time.perf_counter() - t0
+                consistent = False
+                evaluator.process(inputs, outputs)
+                consistent = True
+                if progress is not None:
+                    progress.record(inputs)
+                if n_batches >= num_warmup:
+                    n_images += len(inputs)
+                n_batches += 1
+        except BaseException as exc:
+            if progress is None:
+                raise
+            if consistent:
+                progress.save()
+            if isinstance(exc, _Stop):
+                raise EvaluationStopped(exc.signal_name, len(progress.done), total, progress.path,
+                                        saved_now=consistent) from None
+            raise
     total_time = time.perf_counter() - start
     n = max(n_images, 1)
     logger.info(
@@ -165,4 +226,58 @@ def inference_on_dataset(
         comm.get_world_size(),
     )
     results = evaluator.evaluate()
+    if progress is not None:
+        progress.finish()
     return results if results is not None else {}
+
+
+class _Stop(BaseException):
+    """A stop signal arrived during resumable evaluation (a BaseException, as KeyboardInterrupt
+    is, so that no ``except Exception`` on the way swallows it)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class EvaluationStopped(FreeSegError):
+    """Evaluation stopped by a signal after saving its progress; ``exit_status`` is 128 + the
+    signal's number, as shells report a job a signal ended."""
+
+    def __init__(self, signal_name: str, done: int, total: int | None, path: str, *, saved_now: bool) -> None:
+        of = f" of {total}" if total is not None else ""
+        when = "are saved" if saved_now else "were saved (the image being evaluated when it stopped is not)"
+        super().__init__(f"evaluation stopped by {signal_name}: the {done}{of} images evaluated on this "
+                         f"process {when} in {path}; run the same command again to continue from there")
+        self.exit_status = 128 + int(signal.Signals[signal_name])
+
+
+@contextmanager
+def _signals_raise_stop() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`_Stop` in the main thread for the duration.
+
+    Data loader workers forked meanwhile inherit the handler; there a signal does what it does
+    by default (a terminal's Ctrl-C reaches them too): SIGINT raises KeyboardInterrupt, which
+    PyTorch's worker loop takes as "exit quietly", SIGTERM ends the process.
+    """
+    owner = os.getpid()
+
+    def handle(signum: int, frame: Any) -> None:
+        if os.getpid() == owner:
+            raise _Stop(signal.Signals(signum).name)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handle)
+    except ValueError:  # not the main thread: signals stay with whoever owns them
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

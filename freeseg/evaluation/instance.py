@@ -113,6 +113,8 @@ class InstanceSegEvaluator(DatasetEvaluator):
         self._max_dets = max_dets_per_image
         self.reset()
 
+    state_attributes = ("_records",)
+
     def reset(self) -> None:
         self._records: list[dict] = []
 

@@ -63,6 +63,8 @@ class UnseenRecallEvaluator(DatasetEvaluator):
             panoptic=panoptic, thing_ids=thing_ids)
         self.reset()
 
+    state_attributes = ("_records",)
+
     def reset(self) -> None:
         self._records: list[dict] = []
 
@@ -129,6 +131,8 @@ class EntityEvaluator(DatasetEvaluator):
             num_classes=num_classes, panoptic_json=panoptic_json, panoptic_root=panoptic_root,
             dataset_id_to_contiguous_id=dataset_id_to_contiguous_id)
         self.reset()
+
+    state_attributes = ("_records",)
 
     def reset(self) -> None:
         self._records: list[dict] = []

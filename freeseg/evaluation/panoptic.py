@@ -184,6 +184,8 @@ class PanopticEvaluator(DatasetEvaluator):
         self._write = write_predictions and output_dir is not None
         self.reset()
 
+    state_attributes = ("_stat", "_predictions")
+
     def reset(self) -> None:
         self._stat = PQStat()
         self._predictions: list[dict] = []

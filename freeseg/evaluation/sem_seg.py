@@ -195,6 +195,8 @@ class SemSegEvaluator(DatasetEvaluator):
         self._boundary = boundary_iou and self._k < 255
         self.reset()
 
+    state_attributes = ("_conf", "_b_conf")
+
     def reset(self) -> None:
         n = self._k + 1
         self._conf = np.zeros((n, n), dtype=np.int64)

@@ -32,3 +32,10 @@ def atomic_write(path: str, mode: str = "wb", *, durable: bool = True) -> Iterat
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_identity(path: str) -> list:
+    """[absolute path, size, modification time in ns] of a file: what says, in a fingerprint of
+    a job's settings, that it is still the same file (weights, an input)."""
+    stat = os.stat(path)
+    return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]

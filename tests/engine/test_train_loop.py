@@ -194,7 +194,7 @@ def test_do_test_sets_each_test_vocabulary_and_restores_training_one(tmp_path, m
     seen = []
     monkeypatch.setattr(loaders, "build_test_loader", lambda cfg, n: [n])
     monkeypatch.setattr(evaluation, "build_evaluator", lambda cfg, n, out: n)
-    monkeypatch.setattr(evaluation, "inference_on_dataset", lambda m, loader, ev: seen.append(m.vocabulary) or {"x": {}})
+    monkeypatch.setattr(evaluation, "inference_on_dataset", lambda m, loader, ev, progress=None: seen.append(m.vocabulary) or {"x": {}})
     cfg = toy_cfg(tmp_path)
     cfg.DATASETS.TEST = (name,)
     model = Model()

@@ -204,3 +204,75 @@ def test_bad_model_device_is_one_line_before_any_work(tmp_path, monkeypatch, dev
     with pytest.raises(FreeSegError, match=message):
         train_net.main(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_only_stopped_by_a_signal_continues_where_it_stopped(world, clip_file, tmp_path, monkeypatch):
+    """`--eval-only` saves its progress when stopped (exit 130); the same command evaluates only
+    the rest, with the numbers of an uninterrupted run."""
+    import os
+    import signal
+
+    import freeseg.modeling
+    from freeseg.evaluation.evaluator import EvaluationStopped
+
+    stage1 = ("tiny_learn_prompt.yaml", tmp_path / "train", clip_file, "world_train_full_task_base_classification",
+              "world_val_full_task_classification")
+    train_net.main(_args(*stage1))
+    weights = ("MODEL.WEIGHTS", str(tmp_path / "train" / "model_final.pth"), "SOLVER.TEST_IMS_PER_BATCH", "1")
+    full = train_net.main(_args(*stage1[:1], tmp_path / "full", *stage1[2:], *weights, eval_only=True))
+
+    calls: list[int] = []
+    stop_at: list[int] = [2]
+    build = freeseg.modeling.build_model
+
+    def counting_build(cfg):
+        model = build(cfg)
+        forward = model.forward
+
+        def counted(batch):
+            if len(calls) in stop_at:
+                stop_at.clear()
+                os.kill(os.getpid(), signal.SIGINT)
+            calls.append(len(batch))
+            return forward(batch)
+
+        model.forward = counted
+        return model
+
+    monkeypatch.setattr(freeseg.modeling, "build_model", counting_build)
+    out = tmp_path / "eval"
+    args = _args(*stage1[:1], out, *stage1[2:], *weights, eval_only=True)
+    with pytest.raises(EvaluationStopped, match=r"^evaluation stopped by SIGINT: the 2 of (\d+) images") as info:
+        train_net.main(args)
+    assert info.value.exit_status == 130
+    progress = out / "inference" / "world_val_full_task_classification" / "eval_progress.rank0.pth"
+    assert progress.is_file()
+    total = int(info.value.args[0].split(" of ")[1].split()[0])
+
+    calls.clear()
+    resumed = train_net.main(args)
+    assert len(calls) == total - 2  # only what the stopped run had not evaluated
+    assert resumed["classification"] == full["classification"]
+    assert not progress.exists()
+
+
+def test_evaluation_fingerprint_follows_what_changes_results(tmp_path):
+    import os
+
+    from freeseg.config import get_cfg
+
+    weights = tmp_path / "model_final.pth"
+    weights.write_bytes(b"weights")
+
+    def fingerprint(*opts, clip=""):
+        cfg = get_cfg()
+        cfg.merge_from_list(list(opts))
+        return train_net.evaluation_fingerprint(cfg, str(weights), clip)
+
+    base = fingerprint()
+    assert fingerprint("DATALOADER.NUM_WORKERS", "7", "OUTPUT_DIR", "elsewhere", "MODEL.DEVICE", "cuda") == base
+    assert fingerprint("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.3") != base
+    assert fingerprint("INPUT.MIN_SIZE_TEST", "512") != base
+    assert fingerprint("DATASETS.TEST", "('other',)") != base
+    os.utime(weights, ns=(1, 1))  # retrained into the same file
+    assert fingerprint() != base
