@@ -204,6 +204,8 @@ def inference_on_dataset(
                 if n_batches >= num_warmup:
                     n_images += len(inputs)
                 n_batches += 1
+            if progress is not None:  # all done: computing the metrics may take minutes, or fail
+                progress.save()
         except BaseException as exc:
             if progress is None:
                 raise

@@ -206,3 +206,17 @@ def test_forked_loader_workers_keep_the_default_signal_behaviour():
         child.start()
         child.join(timeout=30)
     assert child.exitcode == 0
+
+
+def test_a_failure_while_computing_metrics_keeps_every_image(samples, tmp_path):
+    class FailingMetrics(SemSegEvaluator):
+        def evaluate(self):
+            raise RuntimeError("disk full")
+
+    path = str(tmp_path / "p.pth")
+    evaluator = FailingMetrics(class_names=["a", "b", "c"], trainable_flag=[1, 1, 0])
+    with pytest.raises(RuntimeError, match="disk full"):  # interval 1 h: no save during the loop
+        inference_on_dataset(Predictor(), _loader(samples), evaluator, EvaluationProgress(path, "s", 3600.0))
+    again = Predictor()
+    res = inference_on_dataset(again, _loader(samples), _evaluator(), EvaluationProgress(path, "s"))
+    assert again.calls == [] and res["sem_seg"] == inference_on_dataset(Predictor(), _loader(samples), _evaluator())["sem_seg"]
