@@ -39,3 +39,27 @@ def stopped_by_signal() -> None:
 
     comm.synchronize()
     raise TrainingStopped("SIGINT", 5)
+
+
+def evaluate_shard(samples: list, progress_dir: str, stop: tuple | None) -> None:
+    """Resumable semantic evaluation of this rank's share of ``samples``; ``stop`` = (rank, image
+    id): that rank gets SIGINT before that image. Rank 0 writes the metrics to metrics.pt."""
+    import signal
+
+    from freeseg.evaluation import SemSegEvaluator, inference_on_dataset
+    from freeseg.evaluation.progress import EvaluationProgress
+
+    rank, world = comm.get_rank(), comm.get_world_size()
+
+    class Predictor(torch.nn.Module):
+        def forward(self, batch):
+            if stop is not None and stop[0] == rank and batch[0]["image_id"] == stop[1]:
+                os.kill(os.getpid(), signal.SIGINT)
+            return [{"sem_seg": torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i["image_id"]))}
+                    for i in batch]
+
+    evaluator = SemSegEvaluator(class_names=["a", "b", "c"], trainable_flag=[1, 1, 0])
+    progress = EvaluationProgress(os.path.join(progress_dir, f"eval_progress.rank{rank}.pth"), "settings")
+    results = inference_on_dataset(Predictor(), [[s] for s in samples[rank::world]], evaluator, progress)
+    if comm.is_main_process():
+        torch.save(results, os.path.join(progress_dir, "metrics.pt"))

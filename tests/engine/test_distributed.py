@@ -56,6 +56,30 @@ def test_signal_stop_in_the_workers_keeps_its_exit_status():
     assert e.value.exit_status == 130
 
 
+def test_two_process_evaluation_stopped_on_one_rank_continues_with_the_same_metrics(tmp_path):
+    """Each rank saves its own share; the continued run's gathered metrics equal one process's."""
+    import numpy as np
+    from PIL import Image
+
+    samples = []
+    for i in range(8):
+        gt = np.random.default_rng(i).integers(0, 3, size=(8, 8)).astype(np.uint8)
+        Image.fromarray(gt).save(tmp_path / f"gt{i}.png")
+        samples.append({"file_name": f"img{i}.jpg", "sem_seg_file_name": str(tmp_path / f"gt{i}.png"), "image_id": i})
+    single = tmp_path / "single"
+    single.mkdir()
+    launch(dist_worker.evaluate_shard, 1, args=(samples, str(single), None))
+
+    two = tmp_path / "two"
+    two.mkdir()
+    with pytest.raises(FreeSegError, match=r"^rank 1: evaluation stopped by SIGINT: the 2 of 4 images") as e:
+        launch(dist_worker.evaluate_shard, 2, dist_url="auto", args=(samples, str(two), (1, 5)), backend="gloo")
+    assert e.value.exit_status == 130 and (two / "eval_progress.rank1.pth").is_file()
+    launch(dist_worker.evaluate_shard, 2, dist_url="auto", args=(samples, str(two), None), backend="gloo")
+    assert torch.load(two / "metrics.pt", weights_only=False) == torch.load(single / "metrics.pt", weights_only=False)
+    assert not list(two.glob("eval_progress.*"))
+
+
 def test_bad_machine_layout():
     with pytest.raises(FreeSegError, match="--dist-url auto works on one machine only"):
         launch(print, 2, num_machines=2, machine_rank=0, dist_url="auto", backend="gloo")
