@@ -171,7 +171,8 @@ def inference_on_dataset(
     if earlier:
         logger.info("continuing an interrupted evaluation: %d images were evaluated by an earlier run "
                     "with the same settings (%s; delete it to start over)", earlier, progress.path)
-    num_warmup = min(5, (total or 1) - 1) if total else 0
+    remaining = None if total is None else max(total - earlier, 0)
+    num_warmup = min(5, remaining - 1) if remaining else 0
     start = time.perf_counter()
     compute_time = 0.0
     n_images = n_batches = 0
@@ -196,11 +197,13 @@ def inference_on_dataset(
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
                 compute_time += time.perf_counter() - t0
-                consistent = False
+                consistent = False  # until the evaluators' state and the done list agree again
                 evaluator.process(inputs, outputs)
-                consistent = True
                 if progress is not None:
                     progress.record(inputs)
+                consistent = True
+                if progress is not None:
+                    progress.save_if_due()
                 if n_batches >= num_warmup:
                     n_images += len(inputs)
                 n_batches += 1

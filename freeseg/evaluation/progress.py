@@ -2,13 +2,14 @@
 same command continues where the last run stopped.
 
 Evaluating COCO-Stuff's 5,000 validation images takes a day and more on a CPU (25-50 s per
-image), and an hour-scale job on one GPU; a Ctrl-C, a cluster's time limit or a lost SSH session
+image), and long on one GPU too (100 CLIP crops per task and image); a Ctrl-C, a cluster's time limit or a lost SSH session
 used to throw all of it away. :class:`EvaluationProgress` keeps one file per process,
 ``<OUTPUT_DIR>/inference/<data set>/eval_progress.rank<r>.pth``, holding the keys of the images
 evaluated so far and the evaluators' accumulated state (``DatasetEvaluator.state_dict``) as of
 the last whole image, under a fingerprint of everything that changes the results (config,
 weights file, data set, number of processes). It is written atomically every ``interval_s``
-seconds and when the run is stopped, and removed when the metrics have been computed. A run
+seconds, when the run is stopped and once every image is done (before the metrics, which can
+take minutes), and removed when the metrics have been computed. A run
 with other settings ignores (and later replaces) it.
 
 A process's test loader yields its share of the data set in a fixed order, and samples are
@@ -106,11 +107,15 @@ class EvaluationProgress:
         return kept
 
     def record(self, inputs: Sequence[Mapping[str, Any]]) -> None:
-        """Count a batch the evaluator has processed; save when ``interval_s`` has passed."""
+        """Count a batch the evaluator has processed."""
         if self._evaluator is None:
             return
-        self.done.extend(sample_key(inp) for inp in inputs)
-        self._unsaved += len(inputs)
+        keys = [sample_key(inp) for inp in inputs]
+        self.done.extend(keys)  # one step: a signal sees all of the batch or none of it
+        self._unsaved += len(keys)
+
+    def save_if_due(self) -> None:
+        """:meth:`save` when ``interval_s`` has passed since the last one."""
         if time.monotonic() - self._last_save >= self.interval_s:
             self.save()
 
