@@ -212,11 +212,13 @@ def inference_on_dataset(
         except BaseException as exc:
             if progress is None:
                 raise
-            if consistent:
-                progress.save()
+            try:
+                if consistent:  # else the file of the last save stands
+                    progress.save()
+            except _Stop:  # a second Ctrl-C while saving: likewise
+                pass
             if isinstance(exc, _Stop):
-                raise EvaluationStopped(exc.signal_name, len(progress.done), total, progress.path,
-                                        saved_now=consistent) from None
+                raise EvaluationStopped(exc.signal_name, progress.saved, total, progress.path) from None
             raise
     total_time = time.perf_counter() - start
     n = max(n_images, 1)
@@ -249,11 +251,10 @@ class EvaluationStopped(FreeSegError):
     """Evaluation stopped by a signal after saving its progress; ``exit_status`` is 128 + the
     signal's number, as shells report a job a signal ended."""
 
-    def __init__(self, signal_name: str, done: int, total: int | None, path: str, *, saved_now: bool) -> None:
+    def __init__(self, signal_name: str, saved: int, total: int | None, path: str) -> None:
         of = f" of {total}" if total is not None else ""
-        when = "are saved" if saved_now else "were saved (the image being evaluated when it stopped is not)"
-        super().__init__(f"evaluation stopped by {signal_name}: the {done}{of} images evaluated on this "
-                         f"process {when} in {path}; run the same command again to continue from there")
+        super().__init__(f"evaluation stopped by {signal_name}: {saved}{of} images evaluated on this process "
+                         f"are saved in {path}; run the same command again to continue from there")
         self.exit_status = 128 + int(signal.Signals[signal_name])
 
 

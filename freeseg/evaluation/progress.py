@@ -57,6 +57,7 @@ class EvaluationProgress:
         self.fingerprint = fingerprint
         self.interval_s = interval_s
         self.done: list[str] = []  # sample keys, in stream order: the first len(done) are done
+        self.saved = 0  # how many of them the file holds
         self._position = 0  # samples of the stream seen so far in this run
         self._evaluator: DatasetEvaluator | None = None
         self._last_save = time.monotonic()
@@ -74,6 +75,8 @@ class EvaluationProgress:
         if not os.path.isfile(self.path):
             return 0
         try:
+            # full unpickling: the evaluators' state holds their own classes (PQ counts), and
+            # the file is this command's own output in OUTPUT_DIR, not a downloaded one
             saved = torch.load(self.path, map_location="cpu", weights_only=False)
             ok = isinstance(saved, dict) and saved.get("format") == _FORMAT
         except Exception as exc:  # noqa: BLE001 - any damage means "start over", said below
@@ -87,7 +90,8 @@ class EvaluationProgress:
             return 0
         evaluator.load_state_dict(saved["state"])
         self.done = list(saved["done"])
-        return len(self.done)
+        self.saved = len(self.done)
+        return self.saved
 
     def pending(self, inputs: Sequence[Mapping[str, Any]]) -> list:
         """The inputs of a batch that an earlier run has not evaluated (FreeSegError if the data
@@ -130,6 +134,7 @@ class EvaluationProgress:
             torch.save(payload, f)
         self._last_save = time.monotonic()
         self._unsaved = 0
+        self.saved = len(self.done)
 
     def finish(self) -> None:
         """The metrics are computed: the file is no longer needed."""

@@ -72,7 +72,7 @@ def test_two_process_evaluation_stopped_on_one_rank_continues_with_the_same_metr
 
     two = tmp_path / "two"
     two.mkdir()
-    with pytest.raises(FreeSegError, match=r"^rank 1: evaluation stopped by SIGINT: the 2 of 4 images") as e:
+    with pytest.raises(FreeSegError, match=r"^rank 1: evaluation stopped by SIGINT: 2 of 4 images") as e:
         launch(dist_worker.evaluate_shard, 2, dist_url="auto", args=(samples, str(two), (1, 5)), backend="gloo")
     assert e.value.exit_status == 130 and (two / "eval_progress.rank1.pth").is_file()
     launch(dist_worker.evaluate_shard, 2, dist_url="auto", args=(samples, str(two), None), backend="gloo")

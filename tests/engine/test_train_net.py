@@ -242,12 +242,12 @@ def test_eval_only_stopped_by_a_signal_continues_where_it_stopped(world, clip_fi
     monkeypatch.setattr(freeseg.modeling, "build_model", counting_build)
     out = tmp_path / "eval"
     args = _args(*stage1[:1], out, *stage1[2:], *weights, eval_only=True)
-    with pytest.raises(EvaluationStopped, match=r"^evaluation stopped by SIGINT: the 2 of (\d+) images") as info:
+    with pytest.raises(EvaluationStopped, match=r"^evaluation stopped by SIGINT: 2 of (\d+) images") as info:
         train_net.main(args)
     assert info.value.exit_status == 130
     progress = out / "inference" / "world_val_full_task_classification" / "eval_progress.rank0.pth"
     assert progress.is_file()
-    total = int(info.value.args[0].split(" of ")[1].split()[0])
+    total = int(info.value.args[0].split(" of ")[1].split()[0])  # "2 of N images"
 
     calls.clear()
     resumed = train_net.main(args)
