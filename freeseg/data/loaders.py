@@ -87,6 +87,9 @@ class MappedDataset(Dataset):
         self.dicts, self.mapper = dicts, mapper
         self.redraw, self.skip_corrupt, self.seed = redraw, skip_corrupt, seed
         self.skipped = mp.Value("i", 0)
+        # indices given back as their record, unmapped (no image read): samples that an
+        # interrupted evaluation has done already (TestLoader.pass_through_first)
+        self.unmapped: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self.dicts)
@@ -108,6 +111,8 @@ class MappedDataset(Dataset):
             random.seed(self.seed + position)
         else:
             index = key
+            if index in self.unmapped:
+                return dict(self.dicts[index])
         for attempt in range(100):
             d = self.dicts[index]
             try:
@@ -146,6 +151,19 @@ class Loader(DataLoader):
                     raise
                 raise type(exc)(message) from exc
             yield batch
+
+
+class TestLoader(Loader):
+    """The ordered, finite loader of one process's share of a test set."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def pass_through_first(self, n: int) -> None:
+        """The next passes give the first ``n`` samples of this stream as their unmapped records
+        (file names, no image read): an evaluation that continues an interrupted one only checks
+        their names and skips them."""
+        order = [index for batch in self.batch_sampler for index in batch]
+        self.dataset.unmapped = frozenset(order[:n])
 
 
 def worker_error_message(text: str) -> str | None:
@@ -227,7 +245,7 @@ def build_test_loader_from(dicts: list[dict], mapper: Callable[[dict], dict], *,
     world_size = comm.get_world_size() if world_size is None else world_size
     _check_workers(num_workers)
     sampler = InferenceSampler(len(dicts), rank=rank, world_size=world_size)
-    return Loader(
+    return TestLoader(
         MappedDataset(dicts, mapper, redraw=False, skip_corrupt=False),
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
         num_workers=num_workers,

@@ -171,6 +171,8 @@ def inference_on_dataset(
     if earlier:
         logger.info("continuing an interrupted evaluation: %d images were evaluated by an earlier run "
                     "with the same settings (%s; delete it to start over)", earlier, progress.path)
+    if earlier and hasattr(data_loader, "pass_through_first"):
+        data_loader.pass_through_first(earlier)  # skip them without reading their images
     remaining = None if total is None else max(total - earlier, 0)
     num_warmup = min(5, remaining - 1) if remaining else 0
     start = time.perf_counter()

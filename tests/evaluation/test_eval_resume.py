@@ -219,3 +219,25 @@ def test_a_failure_while_computing_metrics_keeps_every_image(samples, tmp_path):
     again = Predictor()
     res = inference_on_dataset(again, _loader(samples), _evaluator(), EvaluationProgress(path, "s"))
     assert again.calls == [] and res["sem_seg"] == inference_on_dataset(Predictor(), _loader(samples), _evaluator())["sem_seg"]
+
+
+def test_a_continued_run_does_not_read_the_images_it_skips(samples, tmp_path):
+    """With the project's test loader, the samples done before the stop come through unmapped:
+    their names are checked, their images not read."""
+    from freeseg.data.loaders import build_test_loader_from
+
+    mapped = []
+
+    def mapper(d):
+        mapped.append(d["image_id"])
+        return dict(d)
+
+    path = str(tmp_path / "p.pth")
+    with pytest.raises(EvaluationStopped):
+        inference_on_dataset(Predictor(stop_at=4), build_test_loader_from(samples, mapper), _evaluator(),
+                             EvaluationProgress(path, "s"))
+    mapped.clear()
+    second = Predictor()
+    res = inference_on_dataset(second, build_test_loader_from(samples, mapper), _evaluator(), EvaluationProgress(path, "s"))
+    assert mapped == [4, 5] and second.calls == [4, 5]
+    assert res["sem_seg"] == inference_on_dataset(Predictor(), _loader(samples), _evaluator())["sem_seg"]
