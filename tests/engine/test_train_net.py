@@ -209,7 +209,6 @@ def test_bad_model_device_is_one_line_before_any_work(tmp_path, monkeypatch, dev
 def test_eval_only_stopped_by_a_signal_continues_where_it_stopped(world, clip_file, tmp_path, monkeypatch):
     """`--eval-only` saves its progress when stopped (exit 130); the same command evaluates only
     the rest, with the numbers of an uninterrupted run."""
-    import os
     import signal
 
     import freeseg.modeling
@@ -232,7 +231,7 @@ def test_eval_only_stopped_by_a_signal_continues_where_it_stopped(world, clip_fi
         def counted(batch):
             if len(calls) in stop_at:
                 stop_at.clear()
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
             calls.append(len(batch))
             return forward(batch)
 

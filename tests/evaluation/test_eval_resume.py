@@ -44,7 +44,7 @@ class Predictor(torch.nn.Module):
         for inp in batch:
             i = inp["image_id"]
             if i == self.stop_at:
-                os.kill(os.getpid(), self.signal_)
+                signal.raise_signal(self.signal_)  # handled before it returns
             self.calls.append(i)
             g = torch.Generator().manual_seed(100 + i)
             out.append({"sem_seg": torch.rand(K, 8, 8, generator=g)})
@@ -117,7 +117,7 @@ class Flaky(SemSegEvaluator):
     def process(self, inputs, outputs):
         super().process(inputs, outputs)
         if inputs[0]["image_id"] == self.stop_at:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
 
 def test_a_stop_inside_the_evaluator_keeps_the_last_whole_image_state(samples, tmp_path):
@@ -185,7 +185,7 @@ def test_a_damaged_progress_file_means_starting_over(samples, tmp_path, caplog):
 
 def _child_interrupted() -> None:
     try:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
         signal.pause()
     except KeyboardInterrupt:  # what PyTorch's worker loop expects, and exits quietly on
         os._exit(0)
