@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
-import json
 import os
 import re
 import sys
@@ -25,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..utils.errors import FreeSegError, missing_file
-from ..utils.files import file_identity
+from ..utils.files import file_identity, settings_digest
 from .demo_outputs import TASKS
 from .predictor import DemoVocabulary
 
@@ -287,8 +285,7 @@ def run_fingerprint(cfg: Any, vocabulary: DemoVocabulary, tasks: Sequence[str], 
         "tasks": list(tasks), "confidence_threshold": args.confidence_threshold,
         "output_memory_gb": args.output_memory_gb, "freeseg": __version__,
     }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    return f"freeseg demo settings {digest}"
+    return f"freeseg demo settings {settings_digest(settings)}"
 
 
 def video_files(out_dir: str, stem: str, tasks: Sequence[str]) -> list[str]:

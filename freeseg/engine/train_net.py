@@ -13,8 +13,6 @@ after its checkpoint is saved, so that the command exits non-zero.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -25,7 +23,7 @@ from torch import nn
 
 from ..utils import comm
 from ..utils.errors import FreeSegError
-from ..utils.files import file_identity
+from ..utils.files import file_identity, settings_digest
 from .checkpoint import Checkpointer, config_fingerprint, find_checkpoints
 from .defaults import (
     amp_dtype,
@@ -148,8 +146,7 @@ def evaluation_fingerprint(cfg: Any, weights: str, clip_file: str) -> str:
         "clip": file_identity(clip_file) if clip_file and os.path.isfile(clip_file) else clip_file,
         "world_size": comm.get_world_size(), "freeseg": __version__,
     }
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    return f"freeseg evaluation {digest}"
+    return f"freeseg evaluation {settings_digest(settings)}"
 
 
 def _maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:

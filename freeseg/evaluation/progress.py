@@ -61,7 +61,6 @@ class EvaluationProgress:
         self._position = 0  # samples of the stream seen so far in this run
         self._evaluator: DatasetEvaluator | None = None
         self._last_save = time.monotonic()
-        self._unsaved = 0
 
     def start(self, evaluator: DatasetEvaluator) -> int:
         """Attach the (reset) evaluator; restore an earlier run's state when the file holds one
@@ -116,7 +115,6 @@ class EvaluationProgress:
             return
         keys = [sample_key(inp) for inp in inputs]
         self.done.extend(keys)  # one step: a signal sees all of the batch or none of it
-        self._unsaved += len(keys)
 
     def save_if_due(self) -> None:
         """:meth:`save` when ``interval_s`` has passed since the last one."""
@@ -125,7 +123,7 @@ class EvaluationProgress:
 
     def save(self) -> None:
         """Write the file now (atomically): the evaluated keys and the evaluators' state."""
-        if self._evaluator is None or not self._unsaved:
+        if self._evaluator is None or len(self.done) == self.saved:
             return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         payload = {"format": _FORMAT, "fingerprint": self.fingerprint, "done": self.done,
@@ -133,7 +131,6 @@ class EvaluationProgress:
         with atomic_write(self.path) as f:
             torch.save(payload, f)
         self._last_save = time.monotonic()
-        self._unsaved = 0
         self.saved = len(self.done)
 
     def finish(self) -> None:

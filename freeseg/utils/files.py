@@ -1,13 +1,18 @@
-"""Writing files so that an interrupted job never leaves a truncated one behind.
+"""Files of jobs that can be interrupted and continued.
 
-Checkpoints, their ``last_checkpoint`` pointer and the outputs of the data preparation scripts
-are all skipped or trusted when they exist, so a half-written file would be taken as done.
+Writing so that an interrupted job never leaves a truncated one behind: checkpoints, their
+``last_checkpoint`` pointer and the outputs of the data preparation scripts are all skipped or
+trusted when they exist, so a half-written file would be taken as done. And the fingerprints
+under which a continued job recognises its own progress (:func:`file_identity`,
+:func:`settings_digest`).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 
 @contextmanager
@@ -39,3 +44,9 @@ def file_identity(path: str) -> list:
     a job's settings, that it is still the same file (weights, an input)."""
     stat = os.stat(path)
     return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
+
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """A short stable hash of a job's settings (JSON-able values; others by ``str``): the
+    fingerprint under which an interrupted job's progress is kept (demo, evaluation)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
