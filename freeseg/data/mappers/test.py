@@ -13,6 +13,8 @@ class TestMapper:
     it). Ground truth is not loaded: evaluators read it through ``sem_seg_file_name`` /
     ``pan_seg_file_name`` / ``segments_info``, which are passed through."""
 
+    __test__ = False  # a mapper for the test split, not a pytest test class
+
     def __init__(self, *, min_size: int, max_size: int) -> None:
         self.resize = ResizeShortestEdge(min_size, max_size, "choice")
 

@@ -28,9 +28,8 @@ from ...utils.errors import FreeSegError
 from ..clip import MaskFormerClipAdapter, RegionScores, build_clip_adapter, ensemble_scores
 from ..clip.adapter import cpu_has_native
 from .outputs import TaskThresholds, postprocess_image
-from .vocabulary import TASK_TARGET_KEYS, Vocabulary
+from .vocabulary import INSTANCE, PANOPTIC, SEMANTIC, TASK_TARGET_KEYS, Vocabulary
 
-SEMANTIC, INSTANCE, PANOPTIC = "semantic segmentation.", "instance segmentation.", "panoptic segmentation."
 INFERENCE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # TEST.AMP.DTYPE
 logger = logging.getLogger(__name__)
 

@@ -12,12 +12,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ...postprocess import entity_inference, instance_inference, panoptic_inference, resize_to_output, semantic_inference
-from .vocabulary import Vocabulary
+from .vocabulary import INSTANCE, PANOPTIC, SEMANTIC, Vocabulary
 
 if TYPE_CHECKING:  # pragma: no cover
     from .open_vocabulary import TaskPrediction
-
-SEMANTIC, INSTANCE, PANOPTIC = "semantic segmentation.", "instance segmentation.", "panoptic segmentation."
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from ...utils.errors import FreeSegError
 from ..clip import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, ClipAdapter, build_clip_adapter
-from .vocabulary import Vocabulary, task_phrase
+from .vocabulary import TASK_TARGET_KEYS, Vocabulary, task_phrase
 
 
 class ProposalClipClassifier(nn.Module):
@@ -45,7 +45,7 @@ class ProposalClipClassifier(nn.Module):
     ) -> None:
         """Classify into ``class_names`` from now on (checked before any compute)."""
         vocab = Vocabulary.create(class_names, trainable_flag, thing_flags)
-        for task in ("semantic segmentation.", "instance segmentation.", "panoptic segmentation."):
+        for task in TASK_TARGET_KEYS:
             self.clip_adapter.check_vocabulary(list(vocab.class_names), task)
         self.vocabulary = vocab
 

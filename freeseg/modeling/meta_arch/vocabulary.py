@@ -6,18 +6,12 @@ from typing import Sequence
 
 from ...utils.errors import FreeSegError
 
-# Stage-1 samples name their task with a short key; configs and prompts use FreeSeg's phrases.
-TASK_PHRASES: dict[str, str] = {
-    "sem_seg": "semantic segmentation.",
-    "ins_seg": "instance segmentation.",
-    "pan_seg": "panoptic segmentation.",
-}
+# FreeSeg's task phrases: the names in INPUT.TASK_NAME and the text of the task prompts.
+SEMANTIC, INSTANCE, PANOPTIC = "semantic segmentation.", "instance segmentation.", "panoptic segmentation."
+# Stage-1 samples name their task with a short key.
+TASK_PHRASES: dict[str, str] = {"sem_seg": SEMANTIC, "ins_seg": INSTANCE, "pan_seg": PANOPTIC}
 # Where each task's training targets live in a mapper's sample.
-TASK_TARGET_KEYS: dict[str, str] = {
-    "semantic segmentation.": "sem_instances",
-    "instance segmentation.": "ins_instances",
-    "panoptic segmentation.": "pan_instances",
-}
+TASK_TARGET_KEYS: dict[str, str] = {SEMANTIC: "sem_instances", INSTANCE: "ins_instances", PANOPTIC: "pan_instances"}
 
 
 def task_phrase(task: str) -> str:
