@@ -32,8 +32,6 @@ from ..utils.errors import FreeSegError
 
 logger = logging.getLogger(__name__)
 
-_WEIGHTS_HELP = "see README, 'Where weights go'"
-
 
 @dataclass(frozen=True)
 class DemoVocabulary:
@@ -46,19 +44,6 @@ class DemoVocabulary:
 
     def is_thing(self, k: int) -> bool:
         return self.thing_flags is None or bool(self.thing_flags[k])
-
-
-def check_weights_config(cfg: Any) -> str:
-    """The local path of ``cfg.MODEL.WEIGHTS``; FreeSegError when unset or not on disk."""
-    from ..engine.weights import resolve_weights_path
-
-    weights = str(cfg.MODEL.WEIGHTS)
-    if not weights:
-        raise FreeSegError(
-            "no trained model: add 'MODEL.WEIGHTS path/to/model_final.pth' (a FreeSeg or freeseg "
-            f"checkpoint, e.g. weights/model_final.pth; {_WEIGHTS_HELP})"
-        )
-    return resolve_weights_path(weights)
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
@@ -128,7 +113,7 @@ class DemoPredictor:
         output_memory_gb: float = 4.0,
     ) -> "DemoPredictor":
         """Build the model of ``cfg`` on ``cfg.MODEL.DEVICE`` and load ``cfg.MODEL.WEIGHTS``."""
-        from ..engine.weights import load_trained_weights
+        from ..engine.weights import load_trained_weights, trained_weights_path
         from ..modeling import build_model
         from ..modeling.clip.build import configured_clip_weights
 
@@ -137,7 +122,7 @@ class DemoPredictor:
                 f"MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE}; the demo needs a stage-2 "
                 "(OpenVocabulary) config such as configs/coco-stuff-164k-156/mask2former_R101c_alltask_bs32_60k.yaml"
             )
-        weights = check_weights_config(cfg)
+        weights = trained_weights_path(cfg, "the demo")
         clip_file, clip_name = configured_clip_weights(cfg)
         model = build_model(cfg)
         load_trained_weights(model, weights, clip_file=clip_file, clip_name=clip_name, config_file=config_file)

@@ -174,11 +174,3 @@ def require_device(name: str) -> None:
             f"MODEL.DEVICE {name} but only {torch.cuda.device_count()} GPUs are visible; use cuda:0 to "
             f"cuda:{torch.cuda.device_count() - 1}, or cuda (with --num-gpus for several)"
         )
-
-
-def require_weights(cfg: Any) -> str:
-    """``MODEL.WEIGHTS`` for evaluation; an error naming the key when it is empty."""
-    path = str(cfg.MODEL.WEIGHTS)
-    if not path:
-        raise FreeSegError("--eval-only needs trained weights: pass MODEL.WEIGHTS /path/to/model_final.pth")
-    return path

@@ -32,14 +32,13 @@ from .defaults import (
     default_setup,
     per_rank_batch_size,
     require_device,
-    require_weights,
     set_vocabulary,
 )
 from .launch import create_ddp_model, default_backend, launch
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_grad_clipper, build_optimizer
 from .train_loop import NonFiniteLossError, Trainer, TrainingStopped
-from .weights import load_checkpoint, load_trained_weights, resolve_weights_path
+from .weights import load_checkpoint, load_trained_weights, resolve_weights_path, trained_weights_path
 
 logger = logging.getLogger("freeseg.engine")
 
@@ -226,13 +225,15 @@ def main(args: Any) -> Any:
     from ..modeling import build_model
 
     cfg = setup(args)
+    # checked before the model is built (a minute for FreeSeg's sizes on a CPU)
+    weights = trained_weights_path(cfg, "--eval-only") if args.eval_only and not args.resume else None
     model = build_model(cfg)
     logger.info("model %s: %.2fM parameters, %.2fM trainable", type(model).__name__,
                 sum(p.numel() for p in model.parameters()) / 1e6,
                 sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6)
     if args.eval_only:
         last = Checkpointer(model, cfg.OUTPUT_DIR).last_checkpoint() if args.resume else None
-        source = last or require_weights(cfg)
+        source = last or weights or trained_weights_path(cfg, "--eval-only")
         from ..modeling.clip.build import configured_clip_weights
 
         clip_file, clip_name = configured_clip_weights(cfg)

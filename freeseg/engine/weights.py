@@ -47,13 +47,10 @@ def weights_root() -> str:
 
 def resolve_weights_path(path: str) -> str:
     """Map ``detectron2://`` / ``http(s)://`` names to a local file; error if it is absent."""
-    if path.startswith("detectron2://"):
-        relative = path[len("detectron2://"):]
-    elif path.startswith(_D2_URL_PREFIXES):
-        relative = path.split("/detectron2/", 1)[1]
-    elif path.startswith(("http://", "https://")):
+    relative = _zoo_name(path)
+    if relative is None and path.startswith(("http://", "https://")):
         relative = urlparse(path).path.lstrip("/")
-    else:
+    if relative is None:
         if not os.path.isfile(path):
             raise FreeSegError(
                 f"weights file not found: {path}; check MODEL.WEIGHTS (a local .pth/.pkl path)"
@@ -69,6 +66,37 @@ def resolve_weights_path(path: str) -> str:
         f"weights {path} are not available offline: download them and put the file at {local} "
         f"(or set $FREESEG_WEIGHTS to the folder that holds {relative})"
     )
+
+
+# Model-zoo folders of the ImageNet backbones that FreeSeg's configs start training from.
+_BACKBONE_ZOO_FOLDERS = ("ImageNetPretrained/", "DeepLab/")
+_TRAINED_MODEL_FIX = "add 'MODEL.WEIGHTS path/to/model_final.pth' (a FreeSeg or freeseg checkpoint; README, 'Where weights go')"
+
+
+def _zoo_name(path: str) -> str | None:
+    """``X`` of ``detectron2://X`` or of a detectron2 model-zoo URL; None for other names."""
+    if path.startswith("detectron2://"):
+        return path[len("detectron2://"):]
+    if path.startswith(_D2_URL_PREFIXES):
+        return path.split("/detectron2/", 1)[1]
+    return None
+
+
+def trained_weights_path(cfg: Any, use: str) -> str:
+    """The local file of the trained model that ``cfg.MODEL.WEIGHTS`` names, for ``use``
+    ("--eval-only", "the demo"): an error when it is unset, or when it still names the ImageNet
+    backbone that the config's training starts from (evaluating that would mean a randomly
+    initialised head), or when the file is absent."""
+    path = str(cfg.MODEL.WEIGHTS)
+    if not path:
+        raise FreeSegError(f"{use} needs a trained model: {_TRAINED_MODEL_FIX}")
+    zoo = _zoo_name(path)
+    if zoo is not None and zoo.startswith(_BACKBONE_ZOO_FOLDERS):
+        raise FreeSegError(
+            f"MODEL.WEIGHTS is {path}, the ImageNet backbone that the config's training starts from, "
+            f"not a trained model; {use} needs one: {_TRAINED_MODEL_FIX}"
+        )
+    return resolve_weights_path(path)
 
 
 class UnreadableWeightsError(FreeSegError):
@@ -278,6 +306,13 @@ def load_trained_weights(
     missing, unexpected = load_checkpoint(model, path)
     require_clip_weights(clip_file, missing, path, clip_name)
     missing = [k for k in missing if not k.startswith(CLIP_PREFIX)]
+    absent = set(missing)
+    loaded = [k for k in model.state_dict() if k not in absent and not k.startswith(CLIP_PREFIX)]
+    if missing and loaded and all(k.startswith("backbone.") for k in loaded):
+        raise FreeSegError(
+            f"{path} holds a backbone's weights only (what training starts from), not a trained "
+            f"model; {_TRAINED_MODEL_FIX}"
+        )
     if missing or unexpected:
         example = (missing + unexpected)[0]
         where = f"config {config_file}" if config_file else "the default config"

@@ -273,6 +273,11 @@ def test_missing_weights_say_where_they_go(fixture_a, tmp_path, capsys):
     assert "MODEL.WEIGHTS" in err and "Where weights go" in err
     assert _demo(fixture_a, tmp_path, "--vocabulary", "cat,dog", "MODEL.WEIGHTS", str(tmp_path / "nope.pth"), weights=False) == 2
     assert "nope.pth" in capsys.readouterr().err
+    # the backbone a config trains from is no model to run
+    assert _demo(fixture_a, tmp_path, "--vocabulary", "cat,dog", "MODEL.WEIGHTS",
+                 "detectron2://ImageNetPretrained/torchvision/R-50.pkl", weights=False) == 2
+    assert "the ImageNet backbone that the config's training starts from, not a trained model; the demo needs one" in (
+        capsys.readouterr().err)
 
 
 def test_missing_input_and_unknown_task(fixture_a, tmp_path, capsys):

@@ -272,6 +272,11 @@ def test_trained_weights_must_fill_the_model(tmp_path):
                                            r"missing, 0 unexpected \(e.g. head.1.weight\); pass the --config-file"):
         load_trained_weights(ToySegmenter(), str(tmp_path / "part.pth"), clip_file="x.pt", clip_name="ViT-B/16",
                              config_file="a.yaml")
+    # an ImageNet initialisation (say the R-103.pkl that FreeSeg's configs train from) gets its own words
+    torch.save({"model": {k: v for k, v in state.items() if k.startswith("backbone.")}}, tmp_path / "bb.pth")
+    with pytest.raises(FreeSegError, match=r"^.*bb.pth holds a backbone's weights only \(what training starts from\), "
+                                           r"not a trained model; add 'MODEL.WEIGHTS path/to/model_final.pth'"):
+        load_trained_weights(ToySegmenter(), str(tmp_path / "bb.pth"), clip_file="x.pt", clip_name="ViT-B/16")
     torch.save({"model": {**state, "extra.weight": torch.zeros(1)}}, tmp_path / "more.pth")
     with pytest.raises(FreeSegError, match=r"0 model tensors missing, 1 unexpected \(e.g. extra.weight\)"):
         load_trained_weights(ToySegmenter(), str(tmp_path / "more.pth"), clip_file="x.pt", clip_name="ViT-B/16")

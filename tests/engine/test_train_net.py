@@ -97,8 +97,12 @@ def test_stage1_prompt_learning_trains_only_the_prompts(world, clip_file, tmp_pa
 def test_eval_only_needs_weights(world, clip_file, tmp_path):
     base = ("tiny_learn_prompt.yaml", tmp_path, clip_file, "world_train_full_task_base_classification",
             "world_val_full_task_classification")
-    with pytest.raises(FreeSegError, match="--eval-only needs trained weights: pass MODEL.WEIGHTS"):
+    with pytest.raises(FreeSegError, match=r"^--eval-only needs a trained model: add 'MODEL.WEIGHTS path/to/model_final.pth'"):
         train_net.main(_args(*base, eval_only=True))
+    # FreeSeg's configs name the ImageNet backbone that training starts from: not something to evaluate
+    with pytest.raises(FreeSegError, match=r"^MODEL.WEIGHTS is detectron2://DeepLab/R-103.pkl, the ImageNet backbone "
+                       r"that the config's training starts from, not a trained model; --eval-only needs one"):
+        train_net.main(_args(*base, "MODEL.WEIGHTS", "detectron2://DeepLab/R-103.pkl", eval_only=True))
     with pytest.raises(FreeSegError, match="weights file not found: .*absent.pth"):
         train_net.main(_args(*base, "MODEL.WEIGHTS", str(tmp_path / "absent.pth"), eval_only=True))
 
