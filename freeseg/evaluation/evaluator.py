@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, NoReturn, Sequence
 
 import torch
 from torch import nn
@@ -174,11 +174,7 @@ def inference_on_dataset(
     if earlier and hasattr(data_loader, "pass_through_first"):
         data_loader.pass_through_first(earlier)  # skip them without reading their images
     remaining = None if total is None else max(total - earlier, 0)
-    num_warmup = min(5, remaining - 1) if remaining else 0
-    start = time.perf_counter()
-    compute_time = 0.0
-    n_images = n_batches = 0
-    consistent = True  # False while the evaluators are half-way through a batch
+    timing = _Timing(warmup=min(5, remaining - 1) if remaining else 0)
     with ExitStack() as stack:
         stack.enter_context(_inference_context(model))
         stack.enter_context(torch.no_grad())
@@ -190,54 +186,70 @@ def inference_on_dataset(
                     inputs = progress.pending(inputs)
                 if not inputs:  # done by an earlier run, or a corrupt image the loader skipped
                     continue
-                if n_batches == num_warmup:
-                    start = time.perf_counter()
-                    compute_time = 0.0
-                    n_images = 0
-                t0 = time.perf_counter()
-                outputs = model(inputs)
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                compute_time += time.perf_counter() - t0
-                consistent = False  # until the evaluators' state and the done list agree again
-                evaluator.process(inputs, outputs)
-                if progress is not None:
-                    progress.record(inputs)
-                consistent = True
-                if progress is not None:
-                    progress.save_if_due()
-                if n_batches >= num_warmup:
-                    n_images += len(inputs)
-                n_batches += 1
+                with timing.batch(len(inputs)):
+                    outputs = model(inputs)
+                if progress is None:
+                    evaluator.process(inputs, outputs)
+                else:
+                    progress.process(evaluator, inputs, outputs)
             if progress is not None:  # all done: computing the metrics may take minutes, or fail
                 progress.save()
         except BaseException as exc:
             if progress is None:
                 raise
-            try:
-                if consistent:  # else the file of the last save stands
-                    progress.save()
-            except _Stop:  # a second Ctrl-C while saving: likewise
-                pass
-            if isinstance(exc, _Stop):
-                raise EvaluationStopped(exc.signal_name, progress.saved, total, progress.path) from None
-            raise
-    total_time = time.perf_counter() - start
-    n = max(n_images, 1)
-    logger.info(
-        "inference done on %d images (after %d warm-up batches): %s total (%.4f s/img, "
-        "model %.4f s/img) per device, %d device(s)",
-        n_images,
-        num_warmup,
-        str(datetime.timedelta(seconds=int(total_time))),
-        total_time / n,
-        compute_time / n,
-        comm.get_world_size(),
-    )
+            _save_and_reraise(progress, exc, total)
+    timing.log()
     results = evaluator.evaluate()
     if progress is not None:
         progress.finish()
     return results if results is not None else {}
+
+
+class _Timing:
+    """Seconds per image in all and in the model, over the batches after the first ``warmup``
+    (which pay for allocation, caches, lazy builds), as detectron2 reports them."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.batches = self.images = 0
+        self.start = time.perf_counter()
+        self.model_s = 0.0
+
+    @contextmanager
+    def batch(self, images: int) -> Iterator[None]:
+        """Times the model's work on one batch of ``images``."""
+        if self.batches == self.warmup:  # warm-up over: count from here
+            self.start, self.model_s, self.images = time.perf_counter(), 0.0, 0
+        t0 = time.perf_counter()
+        yield
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.model_s += time.perf_counter() - t0
+        if self.batches >= self.warmup:
+            self.images += images
+        self.batches += 1
+
+    def log(self) -> None:
+        total_s = time.perf_counter() - self.start
+        n = max(self.images, 1)
+        logger.info(
+            "inference done on %d images (after %d warm-up batches): %s total (%.4f s/img, "
+            "model %.4f s/img) per device, %d device(s)",
+            self.images, self.warmup, str(datetime.timedelta(seconds=int(total_s))), total_s / n,
+            self.model_s / n, comm.get_world_size(),
+        )
+
+
+def _save_and_reraise(progress: "EvaluationProgress", exc: BaseException, total: int | None) -> NoReturn:
+    """An evaluation ended early by ``exc``: save what is done, then raise ``exc``, or
+    :class:`EvaluationStopped` for a stop signal."""
+    try:
+        progress.save_on_exit()
+    except _Stop:  # a second Ctrl-C while saving: the file of the last save stands
+        pass
+    if isinstance(exc, _Stop):
+        raise EvaluationStopped(exc.signal_name, progress.saved, total, progress.path) from None
+    raise exc
 
 
 class _Stop(BaseException):

@@ -61,6 +61,7 @@ class EvaluationProgress:
         self._position = 0  # samples of the stream seen so far in this run
         self._evaluator: DatasetEvaluator | None = None
         self._last_save = time.monotonic()
+        self._consistent = True  # False while the evaluators are half-way through a batch
 
     def start(self, evaluator: DatasetEvaluator) -> int:
         """Attach the (reset) evaluator; restore an earlier run's state when the file holds one
@@ -109,12 +110,21 @@ class EvaluationProgress:
             self._position += 1
         return kept
 
-    def record(self, inputs: Sequence[Mapping[str, Any]]) -> None:
-        """Count a batch the evaluator has processed."""
-        if self._evaluator is None:
-            return
-        keys = [sample_key(inp) for inp in inputs]
-        self.done.extend(keys)  # one step: a signal sees all of the batch or none of it
+    def process(self, evaluator: DatasetEvaluator, inputs: Sequence[Mapping[str, Any]], outputs: list) -> None:
+        """``evaluator.process`` a batch, count it as done, and :meth:`save_if_due`."""
+        self._consistent = False  # until the evaluators' state and the done list agree again
+        evaluator.process(list(inputs), outputs)
+        if self._evaluator is not None:
+            keys = [sample_key(inp) for inp in inputs]
+            self.done.extend(keys)  # one step: a signal sees all of the batch or none of it
+        self._consistent = True
+        self.save_if_due()
+
+    def save_on_exit(self) -> None:
+        """:meth:`save` as the run ends early (an error, a stop), unless a batch was half
+        processed: then the evaluators' state is not the done list's, and the last save stands."""
+        if self._consistent:
+            self.save()
 
     def save_if_due(self) -> None:
         """:meth:`save` when ``interval_s`` has passed since the last one."""

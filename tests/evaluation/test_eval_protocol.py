@@ -62,6 +62,17 @@ def test_empty_batches_from_skipped_images_are_skipped():
     assert res == {"rec": {"n": 2}} and len(model.modes) == 2
 
 
+def test_timing_leaves_out_the_warm_up_batches(caplog):
+    # 8 batches of 2 images: the first 5 warm up (caches, lazy builds), the last 3 are timed;
+    # with 3 batches, all but the last warm up
+    with caplog.at_level("INFO", logger="freeseg.evaluation.evaluator"):
+        inference_on_dataset(Doubler(), [[{"x": i}, {"x": i}] for i in range(8)], Recorder())
+        inference_on_dataset(Doubler(), [[{"x": i}, {"x": i}] for i in range(3)], Recorder())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inference done")]
+    assert [line.split(":")[0] for line in lines] == ["inference done on 6 images (after 5 warm-up batches)",
+                                                     "inference done on 2 images (after 2 warm-up batches)"]
+
+
 def test_evaluator_list_and_none():
     assert inference_on_dataset(Doubler(), [[{"x": 1}]], [Recorder()]) == {"rec": {"n": 1}}
     assert inference_on_dataset(Doubler(), [[{"x": 1}]], None) == {}
