@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..utils.errors import FreeSegError
 
@@ -68,100 +68,107 @@ def _train_net(config: Path, opts: list[str], flags: Sequence[str] = ()) -> None
                            "log above, fix, then rerun `make demo` (finished steps are kept)")
 
 
+class Quickstart:
+    """One run's folders and steps: each step method makes the file that :meth:`markers` names
+    for it, and :meth:`run` skips a step whose file exists (unless ``fresh``)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ..data.world.register import world_root
+
+        self.plan, self.fresh = Plan(args.short), args.fresh
+        self.out, self.root = Path(args.output), Path(world_root(args.datasets))
+        self.clip_path = Path(args.weights) / "tiny_clip.pt"
+        self.stage1, self.stage2 = self.out / "stage1", self.out / "stage2"
+        self.results_path = self.out / "results.json"
+        self.configs = REPO / "configs" / "quickstart"
+        self.common = ["MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", str(self.clip_path)]
+
+    def markers(self) -> dict[str, Path]:
+        return {"data": self.root / "panoptic_detectron2" / "panoptic_val2017.json", "clip": self.clip_path,
+                "stage1": self.stage1 / "model_final.pth", "stage2": self.stage2 / "model_final.pth",
+                "eval": self.results_path, "demo": self.out / "demo" / "index.txt"}
+
+    def run(self, steps: Sequence[str]) -> dict[str, float]:
+        """Run ``steps`` in the order of :data:`STEPS`; returns seconds per step run."""
+        timings: dict[str, float] = {}
+        for name, marker in self.markers().items():
+            if name not in steps:
+                continue
+            if marker.exists() and not self.fresh:
+                logger.info("%s: already done (%s); --fresh redoes it", name, marker)
+                continue
+            logger.info("=== %s ===", name)
+            start = time.time()
+            getattr(self, f"step_{name}")()
+            timings[name] = time.time() - start
+        return timings
+
+    def _trained_model(self) -> list[str]:
+        return self.common + ["MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT", str(self.stage1 / "model_final.pth"),
+                              "MODEL.WEIGHTS", str(self.stage2 / "model_final.pth")]
+
+    def _fresh_folder(self, folder: Path) -> None:
+        # Training refuses to overwrite a run without --resume: an interrupted stage continues,
+        # and --fresh removes the stage's folder first (it holds only this command's outputs).
+        if self.fresh and folder.exists():
+            shutil.rmtree(folder)
+
+    def step_data(self) -> None:
+        from ..data.world.writer import write_split
+
+        write_split(self.root, "train", self.plan.train_images, seed=1)
+        write_split(self.root, "val", self.plan.val_images, seed=2)
+
+    def step_clip(self) -> None:
+        from ..data.world.clip_pretrain import pretrain_tiny_clip
+
+        summary = pretrain_tiny_clip(self.clip_path, num_scenes=self.plan.clip_scenes, steps=self.plan.clip_steps,
+                                     batch_size=self.plan.clip_batch)
+        logger.info("tiny CLIP: region accuracy seen %.1f%%, unseen %.1f%% (%.0f s)",
+                    100 * summary["region_acc_seen"], 100 * summary["region_acc_unseen"], summary["seconds"])
+
+    def step_stage1(self) -> None:
+        self._fresh_folder(self.stage1)
+        iters = self.plan.stage1_iters
+        _train_net(self.configs / "learn_prompt.yaml", self.common + [
+            "OUTPUT_DIR", str(self.stage1), "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", str(iters),
+            "DATASETS.TEST", "()"], flags=["--resume"])
+
+    def step_stage2(self) -> None:
+        self._fresh_folder(self.stage2)
+        iters = self.plan.stage2_iters
+        _train_net(self.configs / "alltask.yaml", self.common + [
+            "OUTPUT_DIR", str(self.stage2), "SOLVER.MAX_ITER", str(iters),
+            "SOLVER.CHECKPOINT_PERIOD", str(max(iters // 3, 1)),
+            "MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT", str(self.stage1 / "model_final.pth"),
+            "DATASETS.TEST", "()"], flags=["--resume"])
+
+    def step_eval(self) -> None:
+        from .quickstart_eval import evaluate_with_control
+
+        results = evaluate_with_control(self.configs / "alltask.yaml",
+                                        self._trained_model() + ["OUTPUT_DIR", str(self.out / "eval")])
+        self.results_path.write_text(json.dumps(results, indent=2))
+
+    def step_demo(self) -> None:
+        from .quickstart_eval import demo_pictures
+
+        demo_pictures(self.configs / "alltask.yaml", self._trained_model(), self.root, self.out / "demo",
+                      self.plan.demo_images)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[quickstart] %(message)s")
-    steps = args.only or list(STEPS)
-    plan = Plan(args.short)
-    out, weights = Path(args.output), Path(args.weights)
     os.environ["DETECTRON2_DATASETS"] = args.datasets  # the child processes register from it
-    clip_path = weights / "tiny_clip.pt"
-    stage1, stage2 = out / "stage1", out / "stage2"
-    common = [f"MODEL.CLIP_ADAPTER.CLIP_WEIGHTS", str(clip_path)]
-    timings: dict[str, float] = {}
-    configs = REPO / "configs" / "quickstart"
-
-    def step(name: str, done_marker: Path, fn) -> None:
-        if name not in steps:
-            return
-        if done_marker.exists() and not args.fresh:
-            logger.info("%s: already done (%s); --fresh redoes it", name, done_marker)
-            return
-        logger.info("=== %s ===", name)
-        start = time.time()
-        fn()
-        timings[name] = time.time() - start
-
-    from ..data.world.register import world_root
-
-    root = Path(world_root(args.datasets))
-
-    def make_world() -> None:
-        from ..data.world.writer import write_split
-
-        write_split(root, "train", plan.train_images, seed=1)
-        write_split(root, "val", plan.val_images, seed=2)
-
-    def make_clip() -> None:
-        from ..data.world.clip_pretrain import pretrain_tiny_clip
-
-        summary = pretrain_tiny_clip(clip_path, num_scenes=plan.clip_scenes, steps=plan.clip_steps,
-                                     batch_size=plan.clip_batch)
-        logger.info("tiny CLIP: region accuracy seen %.1f%%, unseen %.1f%% (%.0f s)",
-                    100 * summary["region_acc_seen"], 100 * summary["region_acc_unseen"],
-                    summary["seconds"])
-
-    # Training refuses to overwrite a run without --resume: an interrupted stage continues, and
-    # --fresh removes the stage's folder first (it holds only this command's outputs).
-    def fresh_folder(folder: Path) -> None:
-        if args.fresh and folder.exists():
-            shutil.rmtree(folder)
-
-    def run_stage1() -> None:
-        fresh_folder(stage1)
-        _train_net(configs / "learn_prompt.yaml", common + [
-            "OUTPUT_DIR", str(stage1), "SOLVER.MAX_ITER", str(plan.stage1_iters),
-            "SOLVER.CHECKPOINT_PERIOD", str(plan.stage1_iters), "DATASETS.TEST", "()"], flags=["--resume"])
-
-    def run_stage2() -> None:
-        fresh_folder(stage2)
-        _train_net(configs / "alltask.yaml", common + [
-            "OUTPUT_DIR", str(stage2), "SOLVER.MAX_ITER", str(plan.stage2_iters),
-            "SOLVER.CHECKPOINT_PERIOD", str(max(plan.stage2_iters // 3, 1)),
-            "MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT", str(stage1 / "model_final.pth"),
-            "DATASETS.TEST", "()"], flags=["--resume"])
-
-    results_path = out / "results.json"
-
-    def run_eval() -> None:
-        from .quickstart_eval import evaluate_with_control
-
-        results = evaluate_with_control(
-            configs / "alltask.yaml", common + [
-                "OUTPUT_DIR", str(out / "eval"),
-                "MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT", str(stage1 / "model_final.pth"),
-                "MODEL.WEIGHTS", str(stage2 / "model_final.pth")])
-        results_path.write_text(json.dumps(results, indent=2))
-
-    def run_demo() -> None:
-        from .quickstart_eval import demo_pictures
-
-        demo_pictures(configs / "alltask.yaml", common + [
-            "MODEL.CLIP_ADAPTER.PROMPT_CHECKPOINT", str(stage1 / "model_final.pth"),
-            "MODEL.WEIGHTS", str(stage2 / "model_final.pth")], root, out / "demo", plan.demo_images)
-
-    step("data", root / "panoptic_detectron2" / "panoptic_val2017.json", make_world)
-    step("clip", clip_path, make_clip)
-    step("stage1", stage1 / "model_final.pth", run_stage1)
-    step("stage2", stage2 / "model_final.pth", run_stage2)
-    step("eval", results_path, run_eval)
-    step("demo", out / "demo" / "index.txt", run_demo)
-    if results_path.exists():
+    run = Quickstart(args)
+    timings = run.run(args.only or list(STEPS))
+    if run.results_path.exists():
         from .quickstart_eval import format_table
 
-        print(format_table(json.loads(results_path.read_text())))
-    if (out / "demo").exists():
-        print(f"\nDemo pictures: {out / 'demo'}")
+        print(format_table(json.loads(run.results_path.read_text())))
+    if (run.out / "demo").exists():
+        print(f"\nDemo pictures: {run.out / 'demo'}")
     if timings:
         print("Step times: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
     return 0

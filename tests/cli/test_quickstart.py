@@ -38,6 +38,12 @@ def test_short_quickstart_chain_runs_every_stage(tmp_path):
     pictures = (out / "demo" / "index.txt").read_text().split()
     assert pictures and all((out / "demo" / p).exists() for p in pictures)
     assert format_table(results).splitlines()[0] in done.stdout
+    # a second run finds every step's output and redoes none of them
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for step in ("data", "clip", "stage1", "stage2", "eval", "demo"):
+        assert f"{step}: already done" in again.stderr
+    assert "Step times" not in again.stdout and format_table(results).splitlines()[0] in again.stdout
     # a second run resumes: every step is already done, nothing is recomputed
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("already done") == 0
