@@ -24,8 +24,8 @@ import numpy as np
 
 from ..utils.errors import FreeSegError, missing_file
 from ..utils.files import file_identity, settings_digest
-from .demo_outputs import TASKS
-from .predictor import DemoVocabulary
+from .demo_outputs import TASKS, ResultWriter, RunLog
+from .predictor import DemoPredictor, DemoVocabulary
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -348,9 +348,6 @@ def run_video(path: str, stem: str, predictor: Any, writer: Any, tasks: list[str
 def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from .demo_outputs import ResultWriter, RunLog
-    from .predictor import DemoPredictor
-
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     # nargs="+" options swallow the trailing KEY VALUE pairs when they come last
     inputs_raw, trailing = split_inputs_and_opts(args.input)
@@ -367,67 +364,84 @@ def main(argv: Sequence[str] | None = None) -> int:
     writer = ResultWriter(out_dir, vocabulary, tasks, args.confidence_threshold)
     log = RunLog(out_dir, run_fingerprint(cfg, vocabulary, tasks, args), fresh=args.overwrite)
 
-    used: set[str] = set()
-    skipped: list[str] = []
-    done = resumed = 0
-    pending: list[tuple[str, str, np.ndarray]] = []  # (path, stem, image)
-    bar = tqdm(inputs, desc="demo", unit="image", file=sys.stderr, disable=None)
+    run = _DemoRun(predictor, writer, log, out_dir, tasks, args.batch_size)
+    for path in tqdm(inputs, desc="demo", unit="image", file=sys.stderr, disable=None):
+        run.add(path)
+    run.flush()
+    if run.skipped:
+        print(f"skipped {len(run.skipped)} input(s): {', '.join(run.skipped)}", file=sys.stderr)
+    if run.done + run.resumed == 0:
+        raise FreeSegError(f"none of the {len(inputs)} input(s) could be segmented (reasons above); check the files")
+    earlier = (f"; {run.resumed} finished by an earlier run with the same settings, kept (--overwrite redoes them)"
+               if run.resumed else "")
+    print(f"{run.done} input(s) segmented ({', '.join(tasks)}){earlier}; results in {os.path.abspath(out_dir)}")
+    return 0
 
-    def skip(path: str, why: str) -> None:
-        skipped.append(path)
-        tqdm.write(f"skipping {path}: {why}", file=sys.stderr)
 
-    def segment(batch: list[tuple[str, str, np.ndarray]]) -> None:
-        nonlocal done
+class _DemoRun:
+    """The inputs of one demo run, one at a time: images are segmented in batches of
+    ``batch_size``, videos frame by frame; inputs the run log has as done are skipped, and one
+    that cannot be read or segmented is named and skipped, never the end of the run."""
+
+    def __init__(self, predictor: DemoPredictor, writer: ResultWriter, log: RunLog, out_dir: str, tasks: list[str],
+                 batch_size: int) -> None:
+        self.predictor, self.writer, self.log = predictor, writer, log
+        self.out_dir, self.tasks, self.batch_size = out_dir, tasks, batch_size
+        self.done = self.resumed = 0
+        self.skipped: list[str] = []
+        self._stems: set[str] = set()
+        self._pending: list[tuple[str, str, np.ndarray]] = []  # (path, stem, image)
+
+    def add(self, path: str) -> None:
+        stem = unique_stem(path, self._stems)
+        is_video = os.path.splitext(path)[1].lower() in VIDEO_EXTS
+        files = video_files(self.out_dir, stem, self.tasks) if is_video else self.writer.files(stem)
+        if self.log.is_done(_log_key(stem, path), files):
+            self.resumed += 1
+        elif is_video:
+            try:
+                run_video(path, stem, self.predictor, self.writer, self.tasks)
+            except Exception as e:  # noqa: BLE001 - as for images
+                self._skip(path, f"cannot read or segment the video ({type(e).__name__}: {e})")
+                return
+            self.log.add(_log_key(stem, path))
+            self.done += 1
+        else:
+            try:
+                image = read_rgb(path)
+            except (OSError, ValueError, SyntaxError) as e:  # Pillow's decode errors
+                self._skip(path, f"not a readable image ({type(e).__name__}: {e})")
+                return
+            self._pending.append((path, stem, image))
+            if len(self._pending) >= self.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        """Segment the images waiting for a full batch."""
+        batch, self._pending = self._pending, []
+        if batch:
+            self._segment(batch)
+
+    def _segment(self, batch: list[tuple[str, str, np.ndarray]]) -> None:
         try:
-            outputs = predictor([image for _, _, image in batch])
+            outputs = self.predictor([image for _, _, image in batch])
         except Exception as e:  # noqa: BLE001 - one bad image must not end the run; it is named, with the error
             if len(batch) > 1:  # find the failing image; the others are still segmented
                 for item in batch:
-                    segment([item])
+                    self._segment([item])
             else:
-                skip(batch[0][0], f"segmentation failed ({type(e).__name__}: {e})")
+                self._skip(batch[0][0], f"segmentation failed ({type(e).__name__}: {e})")
             return
         for (path, stem, image), output in zip(batch, outputs):
-            writer.write(stem, image, output)
-            log.add(_log_key(stem, path))
-        done += len(batch)
+            self.writer.write(stem, image, output)
+            self.log.add(_log_key(stem, path))
+        self.done += len(batch)
 
-    for path in bar:
-        stem = unique_stem(path, used)
-        is_video = os.path.splitext(path)[1].lower() in VIDEO_EXTS
-        files = video_files(out_dir, stem, tasks) if is_video else writer.files(stem)
-        if log.is_done(_log_key(stem, path), files):
-            resumed += 1
-            continue
-        if is_video:
-            try:
-                run_video(path, stem, predictor, writer, tasks)
-                log.add(_log_key(stem, path))
-                done += 1
-            except Exception as e:  # noqa: BLE001 - as for images
-                skip(path, f"cannot read or segment the video ({type(e).__name__}: {e})")
-            continue
-        try:
-            image = read_rgb(path)
-        except (OSError, ValueError, SyntaxError) as e:  # Pillow's decode errors
-            skip(path, f"not a readable image ({type(e).__name__}: {e})")
-            continue
-        pending.append((path, stem, image))
-        if len(pending) >= args.batch_size:
-            segment(pending)
-            pending = []
-    if pending:
-        segment(pending)
-    bar.close()
-    if skipped:
-        print(f"skipped {len(skipped)} input(s): {', '.join(skipped)}", file=sys.stderr)
-    if done + resumed == 0:
-        raise FreeSegError(f"none of the {len(inputs)} input(s) could be segmented (reasons above); check the files")
-    earlier = (f"; {resumed} finished by an earlier run with the same settings, kept (--overwrite redoes them)"
-               if resumed else "")
-    print(f"{done} input(s) segmented ({', '.join(tasks)}){earlier}; results in {os.path.abspath(out_dir)}")
-    return 0
+    def _skip(self, path: str, why: str) -> None:
+        from tqdm import tqdm
+
+        self.skipped.append(path)
+        tqdm.write(f"skipping {path}: {why}", file=sys.stderr)
 
 
 def _log_key(stem: str, path: str) -> str:
