@@ -3,7 +3,7 @@
 Commands dispatch lazily (``freeseg --help`` imports no torch) to the modules that implement
 them: ``train``/``eval`` -> ``freeseg.engine.train_net.run(args)`` (which launches the
 per-process ``main(args)`` on ``--num-gpus`` x ``--num-machines`` processes, or torchrun's);
-``demo``, ``quickstart``, ``prepare`` -> ``freeseg.cli.<command>.main(argv)``. A :class:`FreeSegError` (bad input the user
+``demo``, ``quickstart``, ``export``, ``prepare`` -> ``freeseg.cli.<command>.main(argv)``. A :class:`FreeSegError` (bad input the user
 can fix) is printed as one ``error: ...`` line on stderr with exit status 2 (or the error's
 ``exit_status``: 128 + the signal for training stopped by one), no traceback.
 """
@@ -58,6 +58,13 @@ COMMANDS: dict[str, Command] = {
         "the built-in end-to-end example on a generated data set (what `make demo` runs)",
         "Train and evaluate a small model end to end on a data set generated on the fly, with "
         "no downloads; prints where the results are written.",
+    ),
+    "export": Command(
+        "freeseg.cli.export",
+        "write a trained model's mask network as an ONNX file (plus its text features)",
+        "Export the class-agnostic network (backbone, pixel decoder, text-conditioned decoder) of a "
+        "trained model to ONNX at one input size, with the vocabulary's text features, and check "
+        "the file with onnxruntime.",
     ),
     "prepare": Command(
         "freeseg.cli.prepare",

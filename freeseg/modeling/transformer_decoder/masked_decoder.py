@@ -158,7 +158,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """The cross-attention mask from ``blocked`` [B, Q, h * w]: [Q, h * w] for one image (the
         attention broadcasts it over the heads, no per-head copy), else [B * heads, Q, h * w]."""
         # a query whose mask blocks every position would get NaNs: let it see everything
-        blocked[blocked.all(dim=-1)] = False
+        # (an elementwise AND rather than an indexed write, which ONNX export mistranslates)
+        blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
         return blocked[0] if blocked.shape[0] == 1 else blocked.repeat_interleave(self.num_heads, dim=0)
 
 
