@@ -63,8 +63,8 @@ COMMANDS: dict[str, Command] = {
         "freeseg.cli.export",
         "write a trained model's mask network as an ONNX file (plus its text features)",
         "Export the class-agnostic network (backbone, pixel decoder, text-conditioned decoder) of a "
-        "trained model to ONNX at one input size, with the vocabulary's text features, and check "
-        "the file with onnxruntime.",
+        "trained model to ONNX (any image size in multiples of 32, any number of classes), with the "
+        "vocabulary's text features, and check the file with onnxruntime.",
     ),
     "prepare": Command(
         "freeseg.cli.prepare",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Sequence
 
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
@@ -85,6 +86,7 @@ def ms_deform_attn(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     impl: str = "auto",
+    level_shapes: Sequence[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """Multi-scale deformable attention sampling with the chosen implementation.
 
@@ -96,12 +98,15 @@ def ms_deform_attn(
         attention_weights: [N, Lq, H, L, P].
         impl: ``"auto"`` (compiled kernel when it is available for the tensors' device, else
             PyTorch), ``"pytorch"``, ``"cpu"`` or ``"cuda"`` (compiled kernel, or FreeSegError).
+        level_shapes: ``spatial_shapes`` as Python numbers, for the PyTorch path (which then
+            reads no tensor values), or None.
 
     Returns:
         [N, Lq, H*D], same as :func:`ms_deform_attn_pytorch`.
     """
     if _resolve(impl, value.device) == "pytorch":
-        return ms_deform_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+        shapes = spatial_shapes if level_shapes is None else level_shapes
+        return ms_deform_attn_pytorch(value, shapes, sampling_locations, attention_weights)
     ext = load_extension(with_cuda=None)
     out_dtype = torch.promote_types(value.dtype, sampling_locations.dtype)
     dtype = out_dtype if out_dtype in _KERNEL_DTYPES else torch.float32

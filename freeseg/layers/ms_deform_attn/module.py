@@ -7,6 +7,7 @@ kernel or the PyTorch path (``impl``).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -80,6 +81,7 @@ class MSDeformAttn(nn.Module):
         input_spatial_shapes: torch.Tensor,
         input_level_start_index: torch.Tensor,
         input_padding_mask: torch.Tensor | None = None,
+        level_shapes: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """Attend from queries to the flattened multi-scale feature maps.
 
@@ -91,13 +93,15 @@ class MSDeformAttn(nn.Module):
             input_spatial_shapes: int64 [L, 2] of (height, width); sum of h*w = S.
             input_level_start_index: int64 [L], offset of each level in S.
             input_padding_mask: bool [N, S], True = padding (its values read as zero), or None.
+            level_shapes: ``input_spatial_shapes`` as Python numbers, where the caller has them
+                (the PyTorch path then needs no tensor values: exportable with symbolic sizes).
 
         Returns:
             [N, Lq, C].
         """
         n, n_queries, _ = query.shape
         _, n_in, _ = input_flatten.shape
-        self._check_shapes(input_flatten, input_spatial_shapes, reference_points)
+        self._check_shapes(input_flatten, input_spatial_shapes, reference_points, level_shapes)
 
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
@@ -121,19 +125,27 @@ class MSDeformAttn(nn.Module):
                 + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
             )
         output = ms_deform_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights, impl=self.impl
+            value, input_spatial_shapes, input_level_start_index, locations, weights, impl=self.impl,
+            level_shapes=level_shapes,
         )
         return self.output_proj(output)
 
     def _check_shapes(
-        self, input_flatten: torch.Tensor, spatial_shapes: torch.Tensor, reference_points: torch.Tensor
+        self,
+        input_flatten: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        reference_points: torch.Tensor,
+        level_shapes: Sequence[tuple[int, int]] | None,
     ) -> None:
-        if spatial_shapes.shape != (self.n_levels, 2):
+        if spatial_shapes.shape != (self.n_levels, 2) or (level_shapes is not None and len(level_shapes) != self.n_levels):
             raise FreeSegError(
                 f"MSDeformAttn: input_spatial_shapes has shape {tuple(spatial_shapes.shape)}, "
                 f"expected ({self.n_levels}, 2) for n_levels={self.n_levels}"
             )
-        total = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
+        if level_shapes is None:
+            total = int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum())
+        else:
+            total = sum(h * w for h, w in level_shapes)
         if total != input_flatten.shape[1]:
             raise FreeSegError(
                 f"MSDeformAttn: input_spatial_shapes cover {total} positions but input_flatten has "

@@ -31,7 +31,7 @@ def ms_deform_attn_pytorch(
     """
     n, _, n_heads, head_dim = value.shape
     _, n_queries, _, n_levels, n_points, _ = sampling_locations.shape
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes]
+    shapes = spatial_shapes.tolist() if isinstance(spatial_shapes, torch.Tensor) else list(spatial_shapes)
     value_list = value.split([h * w for h, w in shapes], dim=1)
     sampling_grids = 2 * sampling_locations - 1  # grid_sample wants [-1, 1]
     sampled = []

@@ -6,6 +6,7 @@ Names match the checkpoints: ``transformer.level_embed``, ``transformer.encoder.
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +45,11 @@ class MSDeformAttnEncoderLayer(nn.Module):
         reference_points: torch.Tensor,
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
+        level_shapes: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """src, pos: [B, S, C]; reference_points [B, S, L, 2] -> [B, S, C]."""
-        src2 = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index)
+        src2 = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index,
+                              level_shapes=level_shapes)
         src = self.norm1(src + self.dropout1(src2))
         src2 = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
         return self.norm2(src + self.dropout3(src2))
@@ -60,30 +63,41 @@ class MSDeformAttnEncoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
 
     @staticmethod
-    def reference_points(spatial_shapes: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    def reference_points(
+        spatial_shapes: torch.Tensor | Sequence[tuple[int, int]], batch: int, device: torch.device
+    ) -> torch.Tensor:
         """Pixel centres of every level in [0, 1] units: [B, S, L, 2] as (x, y).
 
         Without padding every valid ratio is 1, so each point has the same coordinates on
         every level (Deformable-DETR's valid-ratio scaling is the identity here).
         """
+        shapes = spatial_shapes.tolist() if isinstance(spatial_shapes, torch.Tensor) else spatial_shapes
         points = []
-        for h, w in spatial_shapes.tolist():
+        for h, w in shapes:
+            # i + 0.5: the values of linspace(0.5, n - 0.5, n) exactly (integers and halves are
+            # exact in float32), written so that an exported graph keeps h and w symbolic
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))
         ref = torch.cat(points, 0)  # S 2
-        return ref[None, :, None, :].expand(batch, -1, len(spatial_shapes), -1)
+        return ref[None, :, None, :].expand(batch, -1, len(shapes), -1)
 
     def forward(
-        self, src: torch.Tensor, pos: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor
+        self,
+        src: torch.Tensor,
+        pos: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        level_shapes: Sequence[tuple[int, int]] | None = None,
     ) -> torch.Tensor:
-        """src, pos: [B, S, C] -> [B, S, C]."""
-        ref = self.reference_points(spatial_shapes, src.shape[0], src.device)
+        """src, pos: [B, S, C] -> [B, S, C]; ``level_shapes``: the (h, w) of ``spatial_shapes``
+        as Python numbers (read from the maps' sizes, so nothing waits on tensor values)."""
+        ref = self.reference_points(spatial_shapes if level_shapes is None else level_shapes, src.shape[0], src.device)
         for layer in self.layers:
-            src = layer(src, pos, ref, spatial_shapes, level_start_index)
+            src = layer(src, pos, ref, spatial_shapes, level_start_index, level_shapes)
         return src
 
 
@@ -137,13 +151,22 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         """
         src_flat, pos_flat, shapes = [], [], []
         for lvl, (src, pos) in enumerate(zip(srcs, pos_embeds)):
-            shapes.append(src.shape[-2:])
+            shapes.append((src.shape[-2], src.shape[-1]))
             src_flat.append(src.flatten(2).transpose(1, 2))  # B C H W -> B HW C
             pos_flat.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
-        device = srcs[0].device
-        spatial_shapes = torch.as_tensor([tuple(s) for s in shapes], dtype=torch.long, device=device)
+        spatial_shapes = shapes_tensor(shapes, srcs[0].device)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1])
         )
-        memory = self.encoder(torch.cat(src_flat, 1), torch.cat(pos_flat, 1), spatial_shapes, level_start_index)
+        memory = self.encoder(torch.cat(src_flat, 1), torch.cat(pos_flat, 1), spatial_shapes, level_start_index,
+                              level_shapes=shapes)
         return memory, spatial_shapes, level_start_index
+
+
+def shapes_tensor(shapes: Sequence[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """int64 [L, 2] of the (h, w) pairs. Sizes that an export traces as symbols (not plain ints)
+    are stacked from scalars, since ``as_tensor`` would fix them to the traced example's."""
+    if all(isinstance(v, int) for hw in shapes for v in hw):
+        return torch.as_tensor(shapes, dtype=torch.long, device=device)
+    return torch.stack([torch.stack([torch.scalar_tensor(v, dtype=torch.long, device=device) for v in hw])
+                        for hw in shapes])

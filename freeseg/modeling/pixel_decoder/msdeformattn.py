@@ -149,12 +149,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             x = features[name].float()
             srcs.append(self.input_proj[idx](x))
             pos.append(self.pe_layer(x))
-        memory, spatial_shapes, level_start_index = self.transformer(srcs, pos)
+        memory, _, _ = self.transformer(srcs, pos)
         batch = memory.shape[0]
-        sizes = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).tolist()
+        shapes = [(s.shape[-2], s.shape[-1]) for s in srcs]  # sizes, not tensor values (export)
         out = [
             z.transpose(1, 2).reshape(batch, -1, h, w)  # B HW C -> B C H W
-            for z, (h, w) in zip(torch.split(memory, sizes, dim=1), spatial_shapes.tolist())
+            for z, (h, w) in zip(torch.split(memory, [h * w for h, w in shapes], dim=1), shapes)
         ]
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
             x = features[name].float()
