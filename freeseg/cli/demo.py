@@ -125,8 +125,9 @@ def parse_vocabulary(value: str) -> list[str]:
 
 def _test_metadata(cfg: Any) -> Any | None:
     from ..data.catalog import MetadataCatalog
-    import freeseg.data  # noqa: F401  (registers the built-in data sets)
+    from ..data.custom import register_from_config  # (importing freeseg.data registers the built-in ones)
 
+    register_from_config(cfg)
     tests = list(cfg.DATASETS.TEST)
     if not tests or tests[0] not in MetadataCatalog:
         return None

@@ -184,6 +184,9 @@ def add_freeseg_extra_config(cfg: CN) -> None:
     # thing filter.
     cfg.MODEL.MASK_FORMER.TEST.TEST_TOPK_PER_IMAGE = 100
     cfg.MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL = "auto"  # auto, pytorch, cpu, cuda
+    # YAML files describing your own semantic data sets (freeseg/data/custom.py), registered
+    # before DATASETS.TRAIN / TEST are read.
+    cfg.DATASETS.CUSTOM = ()
     # Sizes FreeSeg hard-codes, as keys (defaults = the original's values).
     cfg.MODEL.SEM_SEG_HEAD.INTERACTION_DROPOUT = 0.1  # on the interaction's attention weights
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_DIM_FEEDFORWARD = 1024  # pixel decoder encoder FFN

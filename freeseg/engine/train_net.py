@@ -44,10 +44,14 @@ logger = logging.getLogger("freeseg.engine")
 
 
 def setup(args: Any) -> Any:
-    """Config from ``--config-file`` and trailing ``KEY VALUE`` opts, checks that fail before
+    """Config from ``--config-file`` and trailing ``KEY VALUE`` opts, the data sets of
+    ``DATASETS.CUSTOM`` registered, checks that fail before
     anything is written (device, batch split, a run in ``OUTPUT_DIR`` that training without
     ``--resume`` would overwrite), then :func:`default_setup`."""
+    from ..data.custom import register_from_config
+
     cfg = load_config(args)
+    register_from_config(cfg)  # your own data sets (DATASETS.CUSTOM), before any is looked up
     require_device(str(cfg.MODEL.DEVICE))
     per_rank_batch_size(int(cfg.SOLVER.IMS_PER_BATCH), comm.get_world_size())
     if not args.eval_only and not args.resume:

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from ..utils import comm
+from ..data.mappers.common import remap_labels
 from ..utils.errors import FreeSegError
 from .evaluator import DatasetEvaluator
 from .report import log_summary, save_per_class_csv
@@ -158,7 +159,8 @@ def load_sem_seg_gt(inp: Mapping[str, Any]) -> np.ndarray:
                 "prepare the data set (see `freeseg prepare`) or fix its sem_seg_root"
             )
         with Image.open(path) as im:
-            return np.asarray(im, dtype=np.int64)
+            labels = np.asarray(im, dtype=np.int64)
+        return remap_labels(labels, inp.get("sem_seg_lut"))
     if "sem_seg" in inp:
         return torch.as_tensor(inp["sem_seg"]).cpu().numpy().astype(np.int64)
     raise FreeSegError(

@@ -279,3 +279,24 @@ def test_evaluation_fingerprint_follows_what_changes_results(tmp_path):
     assert fingerprint("DATASETS.TEST", "('other',)") != base
     os.utime(weights, ns=(1, 1))  # retrained into the same file
     assert fingerprint() != base
+
+
+def test_stage2_trains_and_evaluates_on_your_own_data_set(clip_file, tmp_path):
+    """A semantic data set from a YAML file (DATASETS.CUSTOM): trained on its seen classes,
+    evaluated on all with seen / unseen mIoU."""
+    from tests.data.test_custom import write_custom_data
+
+    spec = write_custom_data(tmp_path / "data", "mine_e2e")
+    opts = ("DATASETS.CUSTOM", f"('{spec}',)", "INPUT.DATASET_MAPPER_NAME", "mask_former_semantic",
+            "INPUT.TASK_NAME", "['semantic segmentation.']", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
+            "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "False", "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
+            "MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL", "pytorch")
+    try:
+        results = train_net.main(_args("tiny_alltask.yaml", tmp_path / "out", clip_file, "mine_e2e_train",
+                                       "mine_e2e_val", *opts))
+    finally:
+        for name in [n for n in list(DatasetCatalog) if n.startswith("mine_e2e_")]:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    assert {"mIoU", "mIoU-base", "mIoU-unbase"} <= set(results["sem_seg"])
+    assert _losses(tmp_path / "out")[0]["iteration"] == 0

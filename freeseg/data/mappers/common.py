@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -55,8 +55,20 @@ def read_image(path: str) -> np.ndarray:
         raise CorruptImageError(f"cannot decode image {path}: {e}") from e
 
 
-def read_label_map(path: str) -> np.ndarray:
-    """int64 [H, W] label map (uint8 or uint16 PNG/TIFF)."""
+def remap_labels(labels: np.ndarray, lut: Sequence[int] | None, ignore_label: int = 255) -> np.ndarray:
+    """``lut[labels]`` (a data set's ``sem_seg_lut``: label value -> class id, e.g. a custom data
+    set's seen classes renumbered and its unseen ones ignored); values past the table are
+    ignored. ``labels`` itself where ``lut`` is None."""
+    if lut is None:
+        return labels
+    table = np.asarray(lut, dtype=np.int64)
+    inside = labels < len(table)
+    return np.where(inside, table[np.where(inside, labels, 0)], ignore_label)
+
+
+def read_label_map(path: str, lut: Sequence[int] | None = None) -> np.ndarray:
+    """int64 [H, W] label map (uint8 or uint16 PNG/TIFF), through ``lut`` (:func:`remap_labels`)
+    when the data set gives one."""
     _exists(path, "label map")
     try:
         with Image.open(path) as im:
@@ -66,7 +78,7 @@ def read_label_map(path: str) -> np.ndarray:
         raise CorruptImageError(f"cannot decode label map {path}: {e}") from e
     if arr.ndim != 2:
         raise FreeSegError(f"label map {path} has shape {arr.shape}; expected a single-channel label PNG")
-    return arr.astype(np.int64)
+    return remap_labels(arr.astype(np.int64), lut)
 
 
 def read_panoptic_ids(path: str) -> np.ndarray:

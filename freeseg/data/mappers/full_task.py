@@ -40,7 +40,7 @@ class SemanticMapper:
     def _load(self, d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         image = read_image(d["file_name"])
         check_image_size(d, image)
-        sem = read_label_map(d["sem_seg_file_name"])
+        sem = read_label_map(d["sem_seg_file_name"], d.get("sem_seg_lut"))
         check_labels(sem, self.num_classes, self.ignore_label, d["sem_seg_file_name"])
         if sem.shape != image.shape[:2]:
             raise FreeSegError(

@@ -35,7 +35,7 @@ class RegionMapper:
     def _mask(self, d: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
         task = d.get("task", "sem_seg")
         if task == "sem_seg":
-            sem = read_label_map(d["sem_seg_file_name"])
+            sem = read_label_map(d["sem_seg_file_name"], d.get("sem_seg_lut"))
             check_labels(sem, self.num_classes, self.ignore_label, d["sem_seg_file_name"])
             mask = sem == d["category_id"]
         elif task in ("ins_seg", "pan_seg"):
