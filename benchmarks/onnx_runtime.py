@@ -14,15 +14,11 @@ It also reports the export's duration and the largest mask-logit difference to P
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
 import platform
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +39,7 @@ def main() -> None:
 
     import onnxruntime
 
+    from freeseg.cli.export import export_onnx
     from freeseg.modeling.meta_arch.mask_network import MaskNetwork
     from freeseg.utils.allocator import keep_freed_memory
 
@@ -57,14 +54,8 @@ def main() -> None:
     network = MaskNetwork.from_model(model).eval()
     bench.set_impl(model, "pytorch")  # what ONNX can hold
     path = Path(tempfile.mkdtemp()) / "masks.onnx"
-    side = torch.export.Dim
     start = time.perf_counter()
-    logging.getLogger("onnxscript").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(network, (padded[None], text), str(path), dynamo=True, dynamic_shapes={
-            "image": {2: 32 * side("rows", min=1, max=128), 3: 32 * side("cols", min=1, max=128)},
-            "text": {0: side("classes", min=2, max=100_000)}})
+    export_onnx(network, padded[None], text, str(path), multiple=32, opset=18)
     export_s = time.perf_counter() - start
 
     options = onnxruntime.SessionOptions()

@@ -114,25 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     network = MaskNetwork.from_model(model).eval()
     image = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255
     text = next(iter(texts.values()))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     d = size_multiple(cfg)
-    side = torch.export.Dim  # image sides as d * n: the strides of every level then divide them
-    dynamic = {"image": {2: d * side("rows", min=1, max=_MAX_SIDE // d), 3: d * side("cols", min=1, max=_MAX_SIDE // d)},
-               "text": {0: side("classes", min=2, max=100_000)}}
     print(f"exporting (tracing {h}x{w}; a minute or more for FreeSeg's sizes) ...", flush=True)
-    optimizer_log = logging.getLogger("onnxscript")
-    level = optimizer_log.level
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
-        warnings.simplefilter("ignore")  # the exporter's notes on deprecated internals
-        optimizer_log.setLevel(logging.ERROR)  # a line per multi-output op it does not fold
-        try:
-            torch.onnx.export(network, (image, text), args.output, dynamo=True, opset_version=args.opset,
-                              dynamic_shapes=dynamic, output_names=["logits", "masks"])
-        except Exception as e:  # noqa: BLE001 - the exporter's own error, named, with its log
-            raise FreeSegError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                               f"exporter log: {log.getvalue()[-500:]!r}") from e
-        finally:
-            optimizer_log.setLevel(level)
+    export_onnx(network, image, text, args.output, multiple=d, opset=args.opset)
     stem = args.output[: -len(".onnx")]
     np.savez(stem + ".npz", **{task: t.numpy() for task, t in texts.items()})
     info = {"size_multiple": d, "example_size": [h, w], "pixel_mean": [float(v) for v in model.pixel_mean.flatten()],
@@ -148,6 +132,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              dim=-1), text[-1:]])
     print(verify(args.output, network, [(image, text), (torch.rand(1, 3, *other) * 255, more)]))
     return 0
+
+
+def export_onnx(network: Any, image: Any, text: Any, path: str, *, multiple: int, opset: int) -> None:
+    """Write ``network`` (a :class:`MaskNetwork`) to ``path`` through torch.export, traced on
+    ``image`` / ``text``, with image sides ``multiple`` x n and the number of classes symbolic."""
+    import torch
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    side = torch.export.Dim  # sides as multiple * n: every level's stride then divides them
+    dynamic = {"image": {2: multiple * side("rows", min=1, max=_MAX_SIDE // multiple),
+                         3: multiple * side("cols", min=1, max=_MAX_SIDE // multiple)},
+               "text": {0: side("classes", min=2, max=100_000)}}
+    optimizer_log = logging.getLogger("onnxscript")
+    level = optimizer_log.level
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()) as log:
+        warnings.simplefilter("ignore")  # the exporter's notes on deprecated internals
+        optimizer_log.setLevel(logging.ERROR)  # a line per multi-output op it does not fold
+        try:
+            torch.onnx.export(network, (image, text), path, dynamo=True, opset_version=opset,
+                              dynamic_shapes=dynamic, output_names=["logits", "masks"])
+        except Exception as e:  # noqa: BLE001 - the exporter's own error, named, with its log
+            raise FreeSegError(f"ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                               f"exporter log: {log.getvalue()[-500:]!r}") from e
+        finally:
+            optimizer_log.setLevel(level)
 
 
 def verify(path: str, network: Any, cases: Sequence[tuple[Any, Any]]) -> str:
