@@ -86,6 +86,19 @@ def test_encoder_reference_points_are_pixel_centres() -> None:
     torch.testing.assert_close(ref[2, 9, 1], torch.tensor([0.75, 0.5]))
 
 
+def test_reference_points_are_the_originals_bit_for_bit() -> None:
+    # the original builds them with linspace(0.5, n - 0.5, n); ours (arange + 0.5, exportable with
+    # symbolic sizes) must give the same float32 values, and Python sizes the same as a tensor
+    shapes = [(80, 120), (40, 60), (21, 33)]
+    ours = MSDeformAttnEncoder.reference_points(shapes, batch=1, device=torch.device("cpu"))[0, :, 0]
+    original = []
+    for h, w in shapes:
+        ys, xs = torch.meshgrid(torch.linspace(0.5, h - 0.5, h), torch.linspace(0.5, w - 0.5, w), indexing="ij")
+        original.append(torch.stack((xs.reshape(-1) / w, ys.reshape(-1) / h), -1))
+    assert torch.equal(ours, torch.cat(original))
+    assert torch.equal(ours, MSDeformAttnEncoder.reference_points(torch.tensor(shapes), 1, torch.device("cpu"))[0, :, 0])
+
+
 def test_batch_entries_are_independent() -> None:
     dec = _decoder()
     feats = _features(b=2)
