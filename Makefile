@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:

@@ -93,7 +93,10 @@ def build_ours(backbone: str, short_side: int) -> torch.nn.Module:
 
 
 def build_peer() -> torch.nn.Module:
-    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
+    try:
+        from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
+    except ImportError:
+        sys.exit("the Mask2Former peer needs transformers: pip install -e '.[bench]', or pass --no-peer")
 
     backbone = ResNetConfig(depths=[3, 4, 6, 3], hidden_sizes=[256, 512, 1024, 2048], layer_type="bottleneck",
                             out_features=["stage1", "stage2", "stage3", "stage4"])
