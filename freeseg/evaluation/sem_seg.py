@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..utils import comm
 from ..data.mappers.common import remap_labels
+from ..utils import comm
 from ..utils.errors import FreeSegError
 from .evaluator import DatasetEvaluator
 from .report import log_summary, save_per_class_csv
