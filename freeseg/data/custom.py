@@ -30,7 +30,7 @@ import yaml
 
 from ..utils.errors import FreeSegError
 from .catalog import DatasetCatalog, MetadataCatalog
-from .loading import load_sem_seg, read_json
+from .loading import label_count_file, load_classification, load_sem_seg
 
 IGNORE = 255
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -144,32 +144,25 @@ def _loader(name: str, images: str, labels: str, lut: Sequence[int] | None, clas
         for folder in (images, labels):
             if not os.path.isdir(folder):
                 raise FreeSegError(f"data set '{name}': folder {folder} not found; fix its path in {path}")
+        if classification:
+            _ensure_label_counts(labels)
+            return load_classification(labels, images, image_exts=_IMAGE_EXTS, lut=lut)
         records = load_sem_seg(labels, images, image_exts=_IMAGE_EXTS)
-        if lut is not None:
-            records = [{**r, "sem_seg_lut": list(lut)} for r in records]
-        return _classification_samples(records, labels, lut) if classification else records
+        return records if lut is None else [{**r, "sem_seg_lut": list(lut)} for r in records]
 
     return load
 
 
-def _classification_samples(records: list[dict], labels: str, lut: Sequence[int] | None) -> list[dict]:
-    """One stage-1 sample per (image, class present): the classes from the label-count file
-    that ``freeseg prepare mask_cls_collect`` writes (made here, once, when absent)."""
-    from .loading import label_count_file
+def _ensure_label_counts(labels: str) -> None:
+    """Write the label-count file of the stage-1 samples (``freeseg prepare mask_cls_collect``)
+    the first time they are loaded."""
     from .prepare.semantic import collect_label_counts
 
     count_file = label_count_file(labels)
-    if not os.path.exists(count_file):
-        try:
-            collect_label_counts(labels, count_file, nproc=1)
-        except OSError as e:
-            raise FreeSegError(f"cannot write the label-count file {count_file} ({e}); run "
-                               f"`freeseg prepare mask_cls_collect {labels}` where it can be written") from None
-    counts = read_json(count_file, f"delete it and run again, or `freeseg prepare mask_cls_collect {labels}`")
-    out = []
-    for r in records:
-        for value in counts.get(os.path.basename(r["sem_seg_file_name"]), []):
-            category = int(value) if lut is None else lut[int(value)] if int(value) < len(lut) else IGNORE
-            if category != IGNORE:
-                out.append({**r, "category_id": category, "task": "sem_seg"})
-    return out
+    if os.path.exists(count_file):
+        return
+    try:
+        collect_label_counts(labels, count_file, nproc=1)
+    except OSError as e:
+        raise FreeSegError(f"cannot write the label-count file {count_file} ({e}); run "
+                           f"`freeseg prepare mask_cls_collect {labels}` where it can be written") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from ..utils.errors import FreeSegError
 
@@ -73,18 +73,25 @@ def label_count_file(gt_root: str) -> str:
     return gt_root.rstrip("/\\") + "_label_count.json"
 
 
-def load_classification(gt_root: str, image_root: str) -> list[dict[str, Any]]:
-    """Stage-1 semantic samples: one dict per (image, class present in its label map)."""
+def load_classification(gt_root: str, image_root: str, *, image_exts: tuple[str, ...] = (".jpg",),
+                        lut: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Stage-1 semantic samples: one dict per (image, class present in its label map), the
+    classes read from the label-count file; with ``lut`` (label value -> class id, 255 =
+    ignored: a data set's ``sem_seg_lut``) the classes are mapped through it, and each sample
+    carries it for the mapper."""
     path = label_count_file(gt_root)
     if not os.path.exists(path):
         raise FreeSegError(
             f"label-count file {path} not found; run `freeseg prepare mask_cls_collect {gt_root}`"
         )
     counts = read_json(path, f"re-run `freeseg prepare mask_cls_collect {gt_root}`")
+    extra = {} if lut is None else {"sem_seg_lut": list(lut)}
     out = []
-    for d in load_sem_seg(gt_root, image_root):
-        for cat in counts.get(os.path.basename(d["sem_seg_file_name"]), []):
-            out.append({**d, "category_id": int(cat), "task": "sem_seg"})
+    for d in load_sem_seg(gt_root, image_root, image_exts=image_exts):
+        for value in counts.get(os.path.basename(d["sem_seg_file_name"]), []):
+            cat = int(value) if lut is None else (lut[int(value)] if int(value) < len(lut) else 255)
+            if cat != 255:
+                out.append({**d, **extra, "category_id": cat, "task": "sem_seg"})
     return out
 
 
