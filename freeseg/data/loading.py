@@ -109,13 +109,19 @@ def _convert_segment(seg: dict, meta: dict) -> dict:
 
 
 def load_panoptic(json_file: str, image_root: str, pan_root: str, sem_root: str | None,
-                  meta: dict) -> list[dict[str, Any]]:
+                  meta: dict, *, image_exts: tuple[str, ...] = IMAGE_EXTS) -> list[dict[str, Any]]:
     """COCO-panoptic-format JSON + PNGs (+ optional semantic maps) → dicts with ``segments_info``
     in contiguous ids. Segments of categories outside ``meta`` are dropped (FreeSeg's rule).
     Every annotation gives a dict, its files there or not: the loaders drop training samples whose
     files are missing (with a warning) and refuse test data with missing files."""
     info = read_json(json_file, "re-download it or re-run the preparation script")
-    images = _stem_map(image_root, IMAGE_EXTS)
+    return panoptic_records(info, json_file, image_root, pan_root, sem_root, meta, image_exts=image_exts)
+
+
+def panoptic_records(info: dict, json_file: str, image_root: str, pan_root: str, sem_root: str | None,
+                     meta: dict, *, image_exts: tuple[str, ...] = IMAGE_EXTS) -> list[dict[str, Any]]:
+    """:func:`load_panoptic` of the JSON ``json_file`` already read into ``info``."""
+    images = _stem_map(image_root, image_exts)
     known = meta["stuff_dataset_id_to_contiguous_id"]
     out = []
     for ann in info["annotations"]:

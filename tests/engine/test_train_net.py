@@ -281,22 +281,42 @@ def test_evaluation_fingerprint_follows_what_changes_results(tmp_path):
     assert fingerprint() != base
 
 
+def _train_on_custom(spec: Path, prefix: str, out: Path, clip_file: str, *opts: str) -> dict:
+    """train_net on ``<prefix>_train``, evaluated on ``<prefix>_val``, of the YAML file ``spec``;
+    its data sets are unregistered afterwards."""
+    try:
+        return train_net.main(_args("tiny_alltask.yaml", out, clip_file, f"{prefix}_train", f"{prefix}_val",
+                                    "DATASETS.CUSTOM", f"('{spec}',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
+                                    "MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL", "pytorch", *opts))
+    finally:
+        for name in [n for n in list(DatasetCatalog) if n.startswith(f"{prefix}_")]:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
 def test_stage2_trains_and_evaluates_on_your_own_data_set(clip_file, tmp_path):
     """A semantic data set from a YAML file (DATASETS.CUSTOM): trained on its seen classes,
     evaluated on all with seen / unseen mIoU."""
     from tests.data.test_custom import write_custom_data
 
     spec = write_custom_data(tmp_path / "data", "mine_e2e")
-    opts = ("DATASETS.CUSTOM", f"('{spec}',)", "INPUT.DATASET_MAPPER_NAME", "mask_former_semantic",
-            "INPUT.TASK_NAME", "['semantic segmentation.']", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
-            "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "False", "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False",
-            "MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL", "pytorch")
-    try:
-        results = train_net.main(_args("tiny_alltask.yaml", tmp_path / "out", clip_file, "mine_e2e_train",
-                                       "mine_e2e_val", *opts))
-    finally:
-        for name in [n for n in list(DatasetCatalog) if n.startswith("mine_e2e_")]:
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
+    results = _train_on_custom(spec, "mine_e2e", tmp_path / "out", clip_file,
+                               "INPUT.DATASET_MAPPER_NAME", "mask_former_semantic",
+                               "INPUT.TASK_NAME", "['semantic segmentation.']",
+                               "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "False", "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "False")
     assert {"mIoU", "mIoU-base", "mIoU-unbase"} <= set(results["sem_seg"])
+    assert _losses(tmp_path / "out")[0]["iteration"] == 0
+
+
+def test_stage2_trains_and_evaluates_on_your_own_panoptic_data_set(clip_file, tmp_path):
+    """A COCO-panoptic-format data set from a YAML file: the all-task model trains on its seen
+    classes and is scored with mIoU, PQ and AP, seen and unseen."""
+    from tests.data.test_custom_panoptic import write_panoptic_data
+
+    spec = write_panoptic_data(tmp_path / "data", "mine_pan_e2e")
+    results = _train_on_custom(spec, "mine_pan_e2e", tmp_path / "out", clip_file,
+                               "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "True")
+    assert {"mIoU-base", "mIoU-unbase"} <= set(results["sem_seg"])
+    assert {"PQ", "PQ-seen", "PQ-unseen"} <= set(results["panoptic_seg"])
+    assert {"AP", "AP-seen", "AP-unseen"} <= set(results["segm"])
     assert _losses(tmp_path / "out")[0]["iteration"] == 0

@@ -18,10 +18,13 @@ def load_classes(name: str) -> dict[str, Any]:
     except FileNotFoundError as e:
         raise FreeSegError(f"class list '{name}' missing from freeseg/data/builtin/classes/; reinstall freeseg") from e
     data = json.loads(text)
-    for i, c in enumerate(data["categories"]):
-        c.setdefault("isthing", 0)
-        c.setdefault("color", _colour(i))
+    data["categories"] = with_defaults(data["categories"])
     return data
+
+
+def with_defaults(cats: list[dict]) -> list[dict]:
+    """The categories with ``isthing`` (0: stuff) and ``color`` filled in where they lack them."""
+    return [{"isthing": 0, "color": _colour(i), **c} for i, c in enumerate(cats)]
 
 
 def _colour(i: int) -> list[int]:

@@ -31,6 +31,7 @@ from ...utils.colors import id_to_rgb, rgb_to_id
 from ...utils.errors import FreeSegError
 from ..builtin.classes import load_classes
 from ..loading import read_json
+from ..mappers.common import read_panoptic_ids
 from .common import (
     check_published,
     list_files,
@@ -169,10 +170,10 @@ def prepare_coco_alldata(coco_root: str, out_dir: str | None = None, nproc: int 
 
 
 def _semseg_job(ann: dict, pan_root: str, out_dir: str, cat_map: dict[int, int]) -> int:
-    out_path = os.path.join(out_dir, ann["file_name"])
+    out_path = os.path.join(out_dir, os.path.splitext(ann["file_name"])[0] + ".png")
     if os.path.exists(out_path):
         return 1
-    ids = rgb2id(np.asarray(Image.open(os.path.join(pan_root, ann["file_name"])).convert("RGB")))
+    ids = read_panoptic_ids(os.path.join(pan_root, ann["file_name"]))
     sem = np.full(ids.shape, 255, dtype=np.uint8)
     for seg in ann["segments_info"]:
         sem[ids == seg["id"]] = cat_map[seg["category_id"]]
@@ -180,14 +181,21 @@ def _semseg_job(ann: dict, pan_root: str, out_dir: str, cat_map: dict[int, int])
     return 1
 
 
+def write_semantic_maps(annotations: list[dict], pan_root: str, out_dir: str, cat_map: dict[int, int],
+                        nproc: int, desc: str) -> int:
+    """One semantic map per panoptic annotation into ``out_dir`` (same stem, .png): each segment's
+    class ``cat_map[category_id]``, 255 where no segment is; maps already there are kept."""
+    os.makedirs(out_dir, exist_ok=True)
+    done = parallel_map(partial(_semseg_job, pan_root=pan_root, out_dir=out_dir, cat_map=cat_map),
+                        annotations, nproc, desc)
+    return sum(done)
+
+
 def semseg_from_panoptic(coco_root: str, split: str, nproc: int = 4) -> int:
     """``panoptic_semseg_<split>/*.png`` from ``panoptic_<split>`` + its JSON (133 contiguous ids)."""
     cats = load_classes("coco_panoptic_133")["categories"]
-    cat_map = {c["id"]: i for i, c in enumerate(cats)}
     anns = read_json(os.path.join(coco_root, "annotations", f"panoptic_{split}.json"),
                      "re-download COCO's panoptic annotations")["annotations"]
-    out_dir = os.path.join(coco_root, f"panoptic_semseg_{split}")
-    os.makedirs(out_dir, exist_ok=True)
-    done = parallel_map(partial(_semseg_job, pan_root=os.path.join(coco_root, f"panoptic_{split}"),
-                                out_dir=out_dir, cat_map=cat_map), anns, nproc, f"panoptic semseg {split}")
-    return sum(done)
+    return write_semantic_maps(anns, os.path.join(coco_root, f"panoptic_{split}"),
+                               os.path.join(coco_root, f"panoptic_semseg_{split}"),
+                               {c["id"]: i for i, c in enumerate(cats)}, nproc, f"panoptic semseg {split}")
