@@ -27,6 +27,17 @@ and their JSON); the classes are then categories with the JSON's ids and ``isthi
       mine_train: {images: images/train, panoptic: panoptic/train, panoptic_json: panoptic_train.json, classes: seen}
       mine_val: {images: images/val, panoptic: panoptic/val, panoptic_json: panoptic_val.json}
 
+Instance data sets are a folder of images and a COCO instance JSON (polygons or RLE); every
+category counts as a thing, and the file's categories may be that JSON (``categories_file``):
+
+.. code-block:: yaml
+
+    categories_file: annotations/instances_val.json
+    unseen: [car]
+    datasets:
+      ins_train: {images: images/train, instances: annotations/instances_train.json, classes: seen}
+      ins_val: {images: images/val, instances: annotations/instances_val.json}
+
 ``DATASETS.CUSTOM ("mydata.yaml",)`` registers each data set for ``DATASETS.TRAIN`` / ``TEST``,
 and each also as ``<name>_classification`` (stage-1 samples: one per class present in an image,
 and for panoptic sets one per thing segment and one per segment as well).
@@ -41,12 +52,16 @@ thing segments).
 A panoptic set's semantic maps (each segment's class index, 255 where no segment is) are
 written next to its PNG folder, as ``<panoptic>_semseg``, the first time the set is loaded
 (delete that folder after changing the annotations), unless ``labels`` names a folder of them.
+An instance set is converted once (again when its JSON changes) into panoptic PNGs and semantic
+maps next to the JSON (``<json>_panoptic``, ``<json>_semseg``; overlaps go to the smaller
+instance); it is evaluated with AP (evaluator ``coco``) against the JSON's own masks.
 
-Registering reads only the YAML file (and ``categories_file``); the folders are checked when a
-data set is loaded.
+Registering reads only the YAML file (and ``categories_file``); the folders and JSON files are
+checked when a data set is loaded.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -69,8 +84,12 @@ IGNORE = 255
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _CLASS_KEYS = ("classes", "classes_file", "categories", "categories_file")
 _KEYS = {*_CLASS_KEYS, "unseen", "datasets"}
-_SEM_KEYS = {"images", "labels", "classes"}
-_PAN_KEYS = {"images", "panoptic", "panoptic_json", "labels", "classes"}
+# The keys of each kind of data set entry: (required, optional).
+_ENTRY_KEYS = {
+    "semantic": ({"images", "labels"}, {"classes"}),
+    "panoptic": ({"images", "panoptic", "panoptic_json"}, {"labels", "classes"}),
+    "instances": ({"images", "instances"}, {"classes"}),
+}
 
 
 @dataclass(frozen=True)
@@ -82,7 +101,7 @@ class _File:
     where: str
     cats: list[dict]
     unseen: frozenset[int]
-    panoptic: bool  # the classes came as categories (panoptic data sets allowed)
+    panoptic: bool  # the classes came as categories (panoptic and instance data sets allowed)
 
     def resolve(self, entry: dict, key: str) -> str:
         return os.path.join(self.where, str(entry[key]))
@@ -101,9 +120,9 @@ def register_custom(path: str) -> list[str]:
         raise FreeSegError(f"{path}: 'datasets' must map data set names to their folders; see freeseg/data/custom.py")
     registered = []
     for name, entry in sets.items():
-        seen_only = _check_entry(file, name, entry)
-        variants = _panoptic_set(file, name, entry, seen_only) if "panoptic" in entry \
-            else _semantic_set(file, name, entry, seen_only)
+        kind = _kind(entry)
+        seen_only = _check_entry(file, name, entry, kind)
+        variants = _SET_BUILDERS[kind](file, name, entry, seen_only)
         for full, load, meta in variants:
             meta = {"custom_file": os.path.abspath(path), "ignore_label": IGNORE, **meta}
             if full in DatasetCatalog:
@@ -177,27 +196,33 @@ def _check_categories(cats: Any, path: str) -> list[dict]:
     form = "a list of {id, name, isthing} (isthing 0 or 1, 0 when not given)"
     if not isinstance(cats, list) or not all(isinstance(c, dict) and {"id", "name"} <= set(c) for c in cats):
         raise FreeSegError(f"{path}: the categories must be {form}")
-    cats = [{**c, "name": str(c["name"]), "isthing": int(c.get("isthing", 0))} for c in cats]
-    names, ids = [c["name"] for c in cats], [c["id"] for c in cats]
+    names, ids = [str(c["name"]) for c in cats], [c["id"] for c in cats]
     if not cats or len(cats) >= IGNORE or len(set(names)) != len(names):
         raise FreeSegError(f"{path}: the classes must be 1 to {IGNORE - 1} distinct names, got {len(names)} "
                            f"({len(names) - len(set(names))} repeated)")
     if not all(isinstance(i, int) and i >= 0 for i in ids) or len(set(ids)) != len(ids) \
-            or any(c["isthing"] not in (0, 1) for c in cats):
+            or any(c.get("isthing", 0) not in (0, 1) for c in cats):
         raise FreeSegError(f"{path}: the categories must be {form}, with distinct non-negative integer ids")
-    return with_defaults(cats)
+    return with_defaults([{**c, "name": n, "isthing": int(c.get("isthing", 0))} for c, n in zip(cats, names)])
 
 
-def _check_entry(file: _File, name: str, entry: Any) -> bool:
+def _kind(entry: Any) -> str:
+    if isinstance(entry, dict):
+        for kind in ("panoptic", "instances"):
+            if kind in entry:
+                return kind
+    return "semantic"
+
+
+def _check_entry(file: _File, name: str, entry: Any, kind: str) -> bool:
     """A one-line error for a data set entry that lacks or misnames keys; True for a seen-only set."""
-    panoptic = isinstance(entry, dict) and "panoptic" in entry
-    keys, needed = (_PAN_KEYS, {"images", "panoptic", "panoptic_json"}) if panoptic else (_SEM_KEYS, {"images", "labels"})
-    if not isinstance(entry, dict) or not needed <= set(entry) or set(entry) - keys:
+    needed, optional = _ENTRY_KEYS[kind]
+    if not isinstance(entry, dict) or not needed <= set(entry) or set(entry) - needed - optional:
         raise FreeSegError(f"{file.path}: data set {name!r} needs {sorted(needed)} and may say "
-                           f"{sorted(keys - needed)}, got {entry!r}")
-    if panoptic and not file.panoptic:
-        raise FreeSegError(f"{file.path}: data set {name!r} is panoptic, so the file must give 'categories' "
-                           "(ids as in its panoptic JSON, with isthing) instead of class names")
+                           f"{sorted(optional)}, got {entry!r}")
+    if kind != "semantic" and not file.panoptic:
+        raise FreeSegError(f"{file.path}: data set {name!r} is {kind}, so the file must give 'categories' "
+                           f"(ids as in its {kind} JSON) instead of class names")
     which = entry.get("classes", "all")
     if which not in ("all", "seen"):
         raise FreeSegError(f"{file.path}: data set {name!r} has classes: {which!r}; use 'all' or 'seen'")
@@ -214,66 +239,108 @@ def _seen_lut(file: _File) -> list[int]:
     return lut
 
 
-def _zero_shot(file: _File, seen_only: bool) -> dict[str, Any]:
+def _zero_shot(file: _File, seen_only: bool, cats: list[dict] | None = None) -> dict[str, Any]:
+    """``trainable_flag`` / ``evaluation_set`` of a set with all classes (``cats``: the file's
+    categories as that set sees them)."""
     if seen_only or not file.unseen:
         return {}
-    return zero_shot_fields(file.cats, {file.cats[i]["id"] for i in file.unseen}, with_thing_stuff=file.panoptic)
+    cats = file.cats if cats is None else cats
+    return zero_shot_fields(cats, {cats[i]["id"] for i in file.unseen}, with_thing_stuff=file.panoptic)
 
 
 _Variant = tuple[str, Callable[[], list[dict]], dict[str, Any]]
+
+
+def _variants(name: str, meta: dict[str, Any], evaluator: str,
+              load: Callable[[str, bool], list[dict]]) -> list[_Variant]:
+    """The data set ``name`` and its stage-1 twin ``<name>_classification``; ``load(full name,
+    classification)`` gives their samples."""
+    return [(name + suffix, functools.partial(load, name + suffix, bool(suffix)), {**meta, "evaluator_type": kind})
+            for suffix, kind in (("", evaluator), ("_classification", "classification"))]
 
 
 def _semantic_set(file: _File, name: str, entry: dict, seen_only: bool) -> list[_Variant]:
     images, labels = file.resolve(entry, "images"), file.resolve(entry, "labels")
     lut = _seen_lut(file) if seen_only else None
     names = [c["name"] for i, c in enumerate(file.cats) if not (seen_only and i in file.unseen)]
+
+    def load(full: str, classification: bool) -> list[dict]:
+        _require_folders(full, file.path, images, labels)
+        if classification:
+            _ensure_label_counts(labels)
+            return load_classification(labels, images, image_exts=_IMAGE_EXTS, lut=lut)
+        return _with_lut(load_sem_seg(labels, images, image_exts=_IMAGE_EXTS), lut)
+
     meta = {"stuff_classes": names, "image_root": images, "sem_seg_root": labels, **_zero_shot(file, seen_only)}
-    out = []
-    for suffix, evaluator in (("", "sem_seg"), ("_classification", "classification")):
-        full = name + suffix
-
-        def load(full=full, classification=bool(suffix)) -> list[dict]:
-            _require_folders(full, file.path, images, labels)
-            if classification:
-                _ensure_label_counts(labels)
-                return load_classification(labels, images, image_exts=_IMAGE_EXTS, lut=lut)
-            return _with_lut(load_sem_seg(labels, images, image_exts=_IMAGE_EXTS), lut)
-
-        out.append((full, load, {**meta, "evaluator_type": evaluator}))
-    return out
+    return _variants(name, meta, "sem_seg", load)
 
 
 def _panoptic_set(file: _File, name: str, entry: dict, seen_only: bool) -> list[_Variant]:
     images, pan_root, pan_json = (file.resolve(entry, k) for k in ("images", "panoptic", "panoptic_json"))
     derived = "labels" not in entry
     sem_root = pan_root.rstrip("/\\") + "_semseg" if derived else file.resolve(entry, "labels")
-    lut = _seen_lut(file) if seen_only else None
     cats = [c for i, c in enumerate(file.cats) if not (seen_only and i in file.unseen)]
     meta = {**categories_meta(cats), **_zero_shot(file, seen_only), "image_root": images, "panoptic_root": pan_root,
             "panoptic_json": pan_json, "sem_seg_root": sem_root, "label_divisor": 1000}
-    out = []
-    for suffix, evaluator in (("", "coco_panoptic_seg"), ("_classification", "classification")):
-        full = name + suffix
 
-        def load(full=full, classification=bool(suffix)) -> list[dict]:
-            _require_folders(full, file.path, images, pan_root)
-            if not os.path.isfile(pan_json):
-                raise FreeSegError(f"data set '{full}': panoptic JSON {pan_json} not found; fix its path in {file.path}")
-            info = read_json(pan_json, f"fix it or its path in {file.path}")
-            _check_annotations(info, pan_json, file)
-            if derived:
-                _ensure_semantic_maps(info["annotations"], pan_root, sem_root, file)
-            else:
-                _require_folders(full, file.path, sem_root)
-            records = _with_lut(panoptic_records(info, pan_json, images, pan_root, sem_root, meta,
-                                                 image_exts=_IMAGE_EXTS), lut)
-            if not classification:
-                return records
-            _ensure_label_counts(sem_root)
-            return flatten_full_task(load_classification(sem_root, images, image_exts=_IMAGE_EXTS, lut=lut), records)
+    def load(full: str, classification: bool) -> list[dict]:
+        _require_folders(full, file.path, images, pan_root)
+        info = _read_annotations(full, file, pan_json, panoptic=True)
+        if derived:
+            _ensure_semantic_maps(info["annotations"], pan_root, sem_root, file)
+        else:
+            _require_folders(full, file.path, sem_root)
+        return _panoptic_samples(file, info, pan_json, images, pan_root, sem_root, meta, seen_only, classification)
 
-        out.append((full, load, {**meta, "evaluator_type": evaluator}))
-    return out
+    return _variants(name, meta, "coco_panoptic_seg", load)
+
+
+def _instance_set(file: _File, name: str, entry: dict, seen_only: bool) -> list[_Variant]:
+    """COCO instance annotations, converted once to panoptic PNGs + semantic maps next to the JSON
+    (``freeseg/data/prepare/instances.py``); every category is a thing, evaluation is AP."""
+    from .prepare.instances import panoptic_from_instances
+
+    images, inst_json = file.resolve(entry, "images"), file.resolve(entry, "instances")
+    stem = os.path.splitext(inst_json)[0]
+    pan_root, sem_root = stem + "_panoptic", stem + "_semseg"
+    things = [{**c, "isthing": 1} for c in file.cats]
+    cats = [c for i, c in enumerate(things) if not (seen_only and i in file.unseen)]
+    meta = {**categories_meta(cats), **_zero_shot(file, seen_only, things), "image_root": images,
+            "json_file": inst_json, "panoptic_root": pan_root, "sem_seg_root": sem_root, "label_divisor": 1000}
+
+    def load(full: str, classification: bool) -> list[dict]:
+        _require_folders(full, file.path, images)
+        info = _read_annotations(full, file, inst_json, panoptic=False)
+        try:
+            info = panoptic_from_instances(info, inst_json, pan_root, sem_root,
+                                           {c["id"]: i for i, c in enumerate(file.cats)})
+        except OSError as e:
+            raise FreeSegError(f"cannot write {pan_root} and {sem_root}, converted from {inst_json} ({e}); "
+                               "copy the annotations to a folder you can write") from None
+        return _panoptic_samples(file, info, inst_json, images, pan_root, sem_root, meta, seen_only, classification)
+
+    return _variants(name, meta, "coco", load)
+
+
+def _read_annotations(full: str, file: _File, json_file: str, panoptic: bool) -> dict:
+    kind = "panoptic" if panoptic else "instance"
+    if not os.path.isfile(json_file):
+        raise FreeSegError(f"data set '{full}': {kind} JSON {json_file} not found; fix its path in {file.path}")
+    info = read_json(json_file, f"fix it or its path in {file.path}")
+    _check_json(info, json_file, file, panoptic)
+    return info
+
+
+def _panoptic_samples(file: _File, info: dict, json_file: str, images: str, pan_root: str, sem_root: str,
+                      meta: dict, seen_only: bool, classification: bool) -> list[dict]:
+    """The records of panoptic annotations ``info`` or, with ``classification``, their stage-1
+    samples (semantic, instance and panoptic)."""
+    lut = _seen_lut(file) if seen_only else None
+    records = _with_lut(panoptic_records(info, json_file, images, pan_root, sem_root, meta, image_exts=_IMAGE_EXTS), lut)
+    if not classification:
+        return records
+    _ensure_label_counts(sem_root)
+    return flatten_full_task(load_classification(sem_root, images, image_exts=_IMAGE_EXTS, lut=lut), records)
 
 
 def _with_lut(records: list[dict], lut: Sequence[int] | None) -> list[dict]:
@@ -286,15 +353,25 @@ def _require_folders(name: str, path: str, *folders: str) -> None:
             raise FreeSegError(f"data set '{name}': folder {folder} not found; fix its path in {path}")
 
 
-def _check_annotations(info: Any, pan_json: str, file: _File) -> None:
-    """A COCO panoptic JSON whose segments use only the file's categories."""
-    if not isinstance(info, dict) or not isinstance(info.get("annotations"), list):
-        raise FreeSegError(f"{pan_json} has no 'annotations' list; it must be a COCO panoptic JSON")
-    known = {c["id"] for c in file.cats}
-    used = {s["category_id"] for a in info["annotations"] for s in a.get("segments_info", [])}
-    if used - known:
-        raise FreeSegError(f"{pan_json} has segments of category ids {sorted(used - known)[:10]} that "
-                           f"{file.path} does not list; add them to its categories")
+def _check_json(info: Any, json_file: str, file: _File, panoptic: bool) -> None:
+    """A COCO panoptic (or instance) JSON whose segments (annotations) use only the file's categories."""
+    form, lists = ("COCO panoptic", ("annotations",)) if panoptic else ("COCO instance", ("images", "annotations"))
+    if not isinstance(info, dict) or not all(isinstance(info.get(k), list) for k in lists):
+        raise FreeSegError(f"{json_file} lacks the lists {list(lists)}; it must be a {form} JSON")
+    if panoptic:
+        if not all(isinstance(a, dict) and isinstance(a.get("segments_info"), list) for a in info["annotations"]):
+            raise FreeSegError(f"{json_file}: an annotation lacks its 'segments_info' list; it must be a {form} JSON")
+        segments = [seg for a in info["annotations"] for seg in a["segments_info"]]
+    else:
+        segments = info["annotations"]
+    unknown = {seg.get("category_id") for seg in segments} - {c["id"] for c in file.cats}
+    if unknown:
+        listed = ", ".join(sorted(map(str, unknown))[:10])
+        raise FreeSegError(f"{json_file} has annotations of category ids {listed} "
+                           f"that {file.path} does not list; add them to its categories")
+
+
+_SET_BUILDERS = {"semantic": _semantic_set, "panoptic": _panoptic_set, "instances": _instance_set}
 
 
 def _ensure_semantic_maps(annotations: list[dict], pan_root: str, sem_root: str, file: _File) -> None:

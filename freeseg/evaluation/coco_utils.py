@@ -36,7 +36,7 @@ def encode_mask(mask: np.ndarray) -> dict:
     return rle
 
 
-def _segmentation_to_rle(segm: Any, h: int, w: int) -> dict:
+def segmentation_to_rle(segm: Any, h: int, w: int) -> dict:
     """Polygons, uncompressed or compressed RLE → compressed RLE of an [h, w] image."""
     if isinstance(segm, list):  # polygons
         return mask_util.merge(mask_util.frPyObjects(segm, h, w))
@@ -120,7 +120,7 @@ class InstanceGroundTruth:
                     logger.warning("instance ground truth: category id %s is not in the data set; "
                                    "its annotations are dropped", a["category_id"])
                 continue
-            rle = _segmentation_to_rle(a["segmentation"], im["height"], im["width"])
+            rle = segmentation_to_rle(a["segmentation"], im["height"], im["width"])
             out.append({"category_id": self._map[a["category_id"]],
                         "segmentation": _rle_str(rle), "area": a["area"],
                         "iscrowd": a.get("iscrowd", 0)})
@@ -132,7 +132,7 @@ class InstanceGroundTruth:
             h, w = int(inp["height"]), int(inp["width"])
             out = []
             for a in inp["annotations"]:
-                rle = _segmentation_to_rle(a["segmentation"], h, w)
+                rle = segmentation_to_rle(a["segmentation"], h, w)
                 out.append({"category_id": self._check_cat(int(a["category_id"]), inp),
                             "segmentation": _rle_str(rle), "area": float(mask_util.area(rle)),
                             "iscrowd": int(a.get("iscrowd", 0))})

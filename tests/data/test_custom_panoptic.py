@@ -148,6 +148,8 @@ def _spec(tmp_path, text: str) -> Path:
      "distinct non-negative integer ids"),
     ("categories: [{id: 1, name: a, isthing: 2}]\ndatasets: {s: {images: i, labels: l}}\n",
      "distinct non-negative integer ids"),
+    ("categories: [{id: 1, name: a, isthing: yes please}]\ndatasets: {s: {images: i, labels: l}}\n",
+     "distinct non-negative integer ids"),
     ("categories: [a, b]\ndatasets: {s: {images: i, labels: l}}\n", r"must be a list of \{id, name, isthing\}"),
     ("classes: [a]\ncategories: [{id: 1, name: a}]\ndatasets: {s: {images: i, labels: l}}\n",
      "exactly one of"),
@@ -168,7 +170,7 @@ def test_unknown_categories_and_missing_json_are_named_when_loaded(tmp_path):
     spec = write_panoptic_data(tmp_path, "custom_pan_unknown")
     text = spec.read_text().replace('{"id": 3, "name": "car", "isthing": 1}, ', "").replace("unseen: [car]", "unseen: [road]")
     spec.write_text(text)
-    assert "category ids [3] that" in _load_error(spec, "custom_pan_unknown_val")
+    assert "category ids 3 that" in _load_error(spec, "custom_pan_unknown_val")
     spec.write_text(text.replace("panoptic_val.json", "gone.json"))
     assert "gone.json not found" in _load_error(spec, "custom_pan_unknown_val")
 

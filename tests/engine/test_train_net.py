@@ -281,12 +281,12 @@ def test_evaluation_fingerprint_follows_what_changes_results(tmp_path):
     assert fingerprint() != base
 
 
-def _train_on_custom(spec: Path, prefix: str, out: Path, clip_file: str, *opts: str) -> dict:
-    """train_net on ``<prefix>_train``, evaluated on ``<prefix>_val``, of the YAML file ``spec``;
-    its data sets are unregistered afterwards."""
+def _train_on_custom(spec: Path, prefix: str, out: Path, clip_file: str, *opts: str, seen: int = 3) -> dict:
+    """train_net on ``<prefix>_train`` (``seen`` classes), evaluated on ``<prefix>_val``, of the
+    YAML file ``spec``; its data sets are unregistered afterwards."""
     try:
         return train_net.main(_args("tiny_alltask.yaml", out, clip_file, f"{prefix}_train", f"{prefix}_val",
-                                    "DATASETS.CUSTOM", f"('{spec}',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
+                                    "DATASETS.CUSTOM", f"('{spec}',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(seen),
                                     "MODEL.SEM_SEG_HEAD.DEFORMABLE_IMPL", "pytorch", *opts))
     finally:
         for name in [n for n in list(DatasetCatalog) if n.startswith(f"{prefix}_")]:
@@ -320,3 +320,16 @@ def test_stage2_trains_and_evaluates_on_your_own_panoptic_data_set(clip_file, tm
     assert {"PQ", "PQ-seen", "PQ-unseen"} <= set(results["panoptic_seg"])
     assert {"AP", "AP-seen", "AP-unseen"} <= set(results["segm"])
     assert _losses(tmp_path / "out")[0]["iteration"] == 0
+
+
+def test_stage2_trains_and_evaluates_on_your_own_instance_data_set(clip_file, tmp_path):
+    """A COCO instance JSON from a YAML file: converted once, trained on its seen classes, scored
+    with AP (seen / unseen) against the JSON's own masks."""
+    from tests.data.test_custom_instances import write_instance_data
+
+    spec = write_instance_data(tmp_path / "data", "mine_ins_e2e")
+    results = _train_on_custom(spec, "mine_ins_e2e", tmp_path / "out", clip_file,
+                               "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "False", seen=2)
+    assert set(results) == {"segm", "open_world"}
+    assert {"AP", "AP-seen", "AP-unseen"} <= set(results["segm"])
+    assert (tmp_path / "data" / "annotations" / "instances_train_panoptic.json").exists()
