@@ -22,7 +22,7 @@ from freeseg.cli.demo_outputs import (
 )
 from freeseg.cli.predictor import DemoPredictor, DemoVocabulary, postprocess_bytes_per_pixel, resized_size
 from freeseg.config import get_cfg
-from freeseg.data.catalog import MetadataCatalog
+from freeseg.data.catalog import DatasetCatalog, MetadataCatalog
 from freeseg.utils.colors import id_to_rgb, rgb_to_id
 from freeseg.utils.errors import FreeSegError
 
@@ -81,6 +81,23 @@ def test_vocabulary_flags_come_from_the_test_set_metadata():
             demo.resolve_vocabulary(cfg, "", None)
     finally:
         MetadataCatalog.remove(name)
+
+
+def test_default_vocabulary_of_a_data_set_from_a_yaml_file(tmp_path):
+    """DATASETS.CUSTOM in the config: the demo's default vocabulary is its test set's classes,
+    with their seen and thing flags (registered from the file, as train_net does)."""
+    from tests.data.test_custom_panoptic import write_panoptic_data
+
+    cfg = get_cfg()
+    cfg.DATASETS.CUSTOM = (str(write_panoptic_data(tmp_path, "demo_custom_pan")),)
+    cfg.DATASETS.TEST = ("demo_custom_pan_val",)
+    try:
+        vocabulary = demo.resolve_vocabulary(cfg, None, None)
+    finally:
+        for name in [n for n in list(DatasetCatalog) if n.startswith("demo_custom_pan_")]:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    assert vocabulary == DemoVocabulary(("person", "car", "road", "sky"), (1, 0, 1, 1), (1, 1, 0, 0))
 
 
 def test_collect_inputs_folders_globs_and_order(tmp_path):
