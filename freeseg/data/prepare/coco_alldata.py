@@ -53,9 +53,9 @@ rgb2id, id2rgb = rgb_to_id, id_to_rgb  # the COCO panoptic colour encoding, unde
 
 def segment_stats(mask: np.ndarray) -> tuple[int, list[int]]:
     """(area, COCO bbox [x, y, w, h]) of a bool mask."""
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
-    return int(len(xs)), [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    x0, y0 = int(cols[0]), int(rows[0])
+    return int(np.count_nonzero(mask)), [x0, y0, int(cols[-1]) - x0 + 1, int(rows[-1]) - y0 + 1]
 
 
 def build_panoptic(stuff: np.ndarray, pan_ids: np.ndarray, segments: list[dict], keep_ids: set[int]

@@ -29,6 +29,7 @@ from .coco_alldata import segment_stats
 
 
 def _write_png(array: np.ndarray, path: str) -> None:
+    """Write (over an older conversion's file: unlike ``save_png_once``), atomically."""
     with atomic_write(path, durable=False) as f:
         Image.fromarray(array).save(f, format="PNG")
 
