@@ -28,6 +28,9 @@ def test_text_colour_contrasts_with_the_box():
 def test_id_rgb_round_trip_and_range():
     ids = np.array([[0, 1, 255], [256, 65535, 256**3 - 1]])
     assert np.array_equal(rgb_to_id(id_to_rgb(ids)), ids)
+    # COCO's channel order (R the lowest byte), whatever the integer type
+    for dtype in (np.int64, np.int32, np.uint32):
+        assert id_to_rgb(np.array([1, 256, 65536], dtype)).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
     with pytest.raises(ValueError):
         id_to_rgb(np.array([256**3]))
 
