@@ -364,11 +364,27 @@ def _check_json(info: Any, json_file: str, file: _File, panoptic: bool) -> None:
         segments = [seg for a in info["annotations"] for seg in a["segments_info"]]
     else:
         segments = info["annotations"]
+        _check_instance_fields(info, json_file)
     unknown = {seg.get("category_id") for seg in segments} - {c["id"] for c in file.cats}
     if unknown:
         listed = ", ".join(sorted(map(str, unknown))[:10])
         raise FreeSegError(f"{json_file} has annotations of category ids {listed} "
                            f"that {file.path} does not list; add them to its categories")
+
+
+def _check_instance_fields(info: dict, json_file: str) -> None:
+    """Every image with its id, file name and size; every annotation with a known image id."""
+    image_keys, ann_keys = {"id", "file_name", "height", "width"}, {"image_id", "category_id", "segmentation"}
+    for key, items, needed in (("images", info["images"], image_keys), ("annotations", info["annotations"], ann_keys)):
+        bad = next((x for x in items if not isinstance(x, dict) or not needed <= set(x)), None)
+        if bad is not None:
+            raise FreeSegError(f"{json_file}: an entry of '{key}' lacks {sorted(needed - set(bad if isinstance(bad, dict) else ()))} "
+                               f"({str(bad)[:80]}); it must be a COCO instance JSON")
+    ids = {im["id"] for im in info["images"]}
+    orphans = {a["image_id"] for a in info["annotations"]} - ids
+    if orphans:
+        listed = ", ".join(sorted(map(str, orphans))[:5])
+        raise FreeSegError(f"{json_file}: annotations of image ids {listed} that its 'images' do not list")
 
 
 _SET_BUILDERS = {"semantic": _semantic_set, "panoptic": _panoptic_set, "instances": _instance_set}

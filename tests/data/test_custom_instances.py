@@ -160,6 +160,15 @@ def test_bad_instance_files_are_one_line_errors(tmp_path):
                     .replace("unseen: [car]\n", "").replace(", classes: seen", ""))
     with registered_file(spec), pytest.raises(FreeSegError, match=r"lacks the lists \['images', 'annotations'\]"):
         DatasetCatalog.get("custom_ins_bad_val")
+    info = {"images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}], "categories": [],
+            "annotations": [{"image_id": 2, "category_id": 7, "segmentation": []}]}
+    (tmp_path / "annotations" / "instances_val.json").write_text(json.dumps(info))
+    with registered_file(spec), pytest.raises(FreeSegError, match="annotations of image ids 2 that its 'images' do not list"):
+        DatasetCatalog.get("custom_ins_bad_val")
+    del info["images"][0]["height"]
+    (tmp_path / "annotations" / "instances_val.json").write_text(json.dumps(info))
+    with registered_file(spec), pytest.raises(FreeSegError, match=r"an entry of 'images' lacks \['height'\]"):
+        DatasetCatalog.get("custom_ins_bad_val")
     os.remove(tmp_path / "annotations" / "instances_val.json")
     spec.write_text(text)
     with pytest.raises(FreeSegError, match="categories_file .*instances_val.json does not exist"):
