@@ -101,7 +101,7 @@ class _File:
     where: str
     cats: list[dict]
     unseen: frozenset[int]
-    panoptic: bool  # the classes came as categories (panoptic and instance data sets allowed)
+    by_category: bool  # the classes came as categories with ids (panoptic and instance sets need them)
 
     def resolve(self, entry: dict, key: str) -> str:
         return os.path.join(self.where, str(entry[key]))
@@ -114,7 +114,7 @@ def register_custom(path: str) -> list[str]:
     spec = _read_spec(path)
     cats, unseen = _categories(spec, path)
     file = _File(path=path, where=os.path.dirname(os.path.abspath(path)), cats=cats, unseen=unseen,
-                 panoptic=bool({"categories", "categories_file"} & set(spec)))
+                 by_category=bool({"categories", "categories_file"} & set(spec)))
     sets = spec.get("datasets")
     if not isinstance(sets, dict) or not sets:
         raise FreeSegError(f"{path}: 'datasets' must map data set names to their folders; see freeseg/data/custom.py")
@@ -220,7 +220,7 @@ def _check_entry(file: _File, name: str, entry: Any, kind: str) -> bool:
     if not isinstance(entry, dict) or not needed <= set(entry) or set(entry) - needed - optional:
         raise FreeSegError(f"{file.path}: data set {name!r} needs {sorted(needed)} and may say "
                            f"{sorted(optional)}, got {entry!r}")
-    if kind != "semantic" and not file.panoptic:
+    if kind != "semantic" and not file.by_category:
         raise FreeSegError(f"{file.path}: data set {name!r} is {kind}, so the file must give 'categories' "
                            f"(ids as in its {kind} JSON) instead of class names")
     which = entry.get("classes", "all")
@@ -245,7 +245,7 @@ def _zero_shot(file: _File, seen_only: bool, cats: list[dict] | None = None) -> 
     if seen_only or not file.unseen:
         return {}
     cats = file.cats if cats is None else cats
-    return zero_shot_fields(cats, {cats[i]["id"] for i in file.unseen}, with_thing_stuff=file.panoptic)
+    return zero_shot_fields(cats, {cats[i]["id"] for i in file.unseen}, with_thing_stuff=file.by_category)
 
 
 _Variant = tuple[str, Callable[[], list[dict]], dict[str, Any]]
