@@ -1,4 +1,5 @@
-"""``freeseg prepare <script> ...`` (FreeSeg's preparation scripts) and ``freeseg prepare --list``.
+"""``freeseg prepare <script> ...`` (FreeSeg's preparation scripts), ``freeseg prepare custom
+<yaml>`` (your own data sets, loaded once) and ``freeseg prepare --list``.
 
 Scripts take the data set folder (default under ``$DETECTRON2_DATASETS``), ``--nproc`` workers
 and ``--subset`` (accept inputs smaller than the published data set; counts are then verified
@@ -103,6 +104,19 @@ def _mask_cls(argv):
     return {collect_label_counts(a.gt_dir, a.out_json, a.nproc): 1}
 
 
+def _custom(argv):
+    """Load every data set of a DATASETS.CUSTOM file once: derived files are written now (not by
+    each process of a distributed run), and every error shows before a training starts."""
+    from ..data.catalog import DatasetCatalog
+    from ..data.custom import register_custom
+
+    p = argparse.ArgumentParser(prog="freeseg prepare custom")
+    p.add_argument("yaml_file", help="the data set file named in DATASETS.CUSTOM (docs/training.md)")
+    a = p.parse_args(list(argv))
+    names = register_custom(a.yaml_file)
+    return {name: len(DatasetCatalog.get(name)) for name in names}
+
+
 SCRIPTS: dict[str, Callable[[Sequence[str]], dict]] = {
     "prepare_coco_stuff_164k_sem_seg": _coco_stuff,
     "prepare_coco_alldata": _coco_all,
@@ -111,6 +125,7 @@ SCRIPTS: dict[str, Callable[[Sequence[str]], dict]] = {
     "prepare_ade20k_pan_seg_novel": _ade_pan,
     "prepare_ade20k_ins_seg_novel": lambda argv: _ade_pan(argv, instances=True),
     "mask_cls_collect": _mask_cls,
+    "custom": _custom,
 }
 
 
@@ -120,6 +135,8 @@ def list_text() -> str:
         lines.append(f"\n{group}")
         for names, layout, script in rows:
             lines.append(f"  {names}\n      layout: {layout}\n      prepare: {script}")
+    lines.append("\nYour own data sets (a YAML file, DATASETS.CUSTOM: docs/training.md)\n"
+                 "  `freeseg prepare custom mydata.yaml` loads each once, writing what it derives, and prints its size")
     lines.append("\nScripts: " + ", ".join(SCRIPTS))
     return "\n".join(lines)
 
@@ -130,7 +147,7 @@ def main(argv: Sequence[str]) -> int:
     argv = list(argv)
     if not argv or argv[0] in ("--list", "-l", "-h", "--help"):
         print(list_text() if argv and argv[0] in ("--list", "-l") else
-              "usage: freeseg prepare (--list | <script> [path] [--nproc N] [--subset])\n\n" + list_text())
+              "usage: freeseg prepare (--list | <script> [path] [--nproc N] [--subset] | custom <yaml>)\n\n" + list_text())
         return 0
     name = argv[0].removesuffix(".py")
     if name not in SCRIPTS:

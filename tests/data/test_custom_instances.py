@@ -173,3 +173,25 @@ def test_bad_instance_files_are_one_line_errors(tmp_path):
     spec.write_text(text)
     with pytest.raises(FreeSegError, match="categories_file .*instances_val.json does not exist"):
         register_custom(str(spec))
+
+
+def test_prepare_custom_loads_every_set_once_and_prints_sizes(tmp_path, capsys):
+    from freeseg.cli.prepare import main
+
+    spec = write_instance_data(tmp_path, "custom_ins_prepare")
+    try:
+        assert main(["custom", str(spec)]) == 0
+    finally:
+        for name in [n for n in list(DatasetCatalog) if n.startswith("custom_ins_prepare_")]:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    printed = dict(line.rsplit(": ", 1) for line in capsys.readouterr().out.splitlines())
+    # 3 images. Stage-1 samples of the seen-only set: semantic person x3 and dog x1 (the crowd),
+    # 6 people as instances and again as panoptic segments (a crowd is no sample); of the val
+    # set: semantic person x3, car x2, dog x1, and 8 instances (people and cars) twice
+    assert printed == {"custom_ins_prepare_train": "3", "custom_ins_prepare_val": "3",
+                       "custom_ins_prepare_train_classification": str(3 + 1 + 6 + 6),
+                       "custom_ins_prepare_val_classification": str(3 + 2 + 1 + 8 + 8)}
+    for split in ("train", "val"):  # converted now, not by the training's processes
+        assert (tmp_path / "annotations" / f"instances_{split}_panoptic.json").exists()
+        assert (tmp_path / "annotations" / f"instances_{split}_semseg_label_count.json").exists()
