@@ -51,7 +51,7 @@ thing segments).
 
 A panoptic set's semantic maps (each segment's class index, 255 where no segment is) are
 written next to its PNG folder, as ``<panoptic>_semseg``, the first time the set is loaded
-(delete that folder after changing the annotations), unless ``labels`` names a folder of them.
+(delete that folder and its ``_label_count.json`` after changing the annotations), unless ``labels`` names a folder of them.
 An instance set is converted once (again when its JSON changes) into panoptic PNGs and semantic
 maps next to the JSON (``<json>_panoptic``, ``<json>_semseg``; overlaps go to the smaller
 instance); it is evaluated with AP (evaluator ``coco``) against the JSON's own masks.
@@ -317,7 +317,8 @@ def _instance_set(file: _File, name: str, entry: dict, seen_only: bool) -> list[
         except OSError as e:
             raise FreeSegError(f"cannot write {pan_root} and {sem_root}, converted from {inst_json} ({e}); "
                                "copy the annotations to a folder you can write") from None
-        return _panoptic_samples(file, info, inst_json, images, pan_root, sem_root, meta, seen_only, classification)
+        return _panoptic_samples(file, info, inst_json, images, pan_root, sem_root, meta, seen_only, classification,
+                                 converted_from=pan_root + ".json")
 
     return _variants(name, meta, "coco", load)
 
@@ -332,14 +333,16 @@ def _read_annotations(full: str, file: _File, json_file: str, panoptic: bool) ->
 
 
 def _panoptic_samples(file: _File, info: dict, json_file: str, images: str, pan_root: str, sem_root: str,
-                      meta: dict, seen_only: bool, classification: bool) -> list[dict]:
+                      meta: dict, seen_only: bool, classification: bool, converted_from: str | None = None
+                      ) -> list[dict]:
     """The records of panoptic annotations ``info`` or, with ``classification``, their stage-1
-    samples (semantic, instance and panoptic)."""
+    samples (semantic, instance and panoptic; the label maps' class lists are read again when
+    the file ``converted_from`` that wrote them is newer)."""
     lut = _seen_lut(file) if seen_only else None
     records = _with_lut(panoptic_records(info, json_file, images, pan_root, sem_root, meta, image_exts=_IMAGE_EXTS), lut)
     if not classification:
         return records
-    _ensure_label_counts(sem_root)
+    _ensure_label_counts(sem_root, converted_from)
     return flatten_full_task(load_classification(sem_root, images, image_exts=_IMAGE_EXTS, lut=lut), records)
 
 
@@ -413,13 +416,14 @@ def _ensure_semantic_maps(annotations: list[dict], pan_root: str, sem_root: str,
                         nproc=1, desc=f"semantic maps of {os.path.basename(pan_root)}")
 
 
-def _ensure_label_counts(labels: str) -> None:
+def _ensure_label_counts(labels: str, source: str | None = None) -> None:
     """Write the label-count file of the stage-1 samples (``freeseg prepare mask_cls_collect``)
-    the first time they are loaded."""
+    the first time they are loaded, and again when it is older than the file ``source`` that
+    the label maps were converted from."""
     from .prepare.semantic import collect_label_counts
 
     count_file = label_count_file(labels)
-    if os.path.exists(count_file):
+    if os.path.exists(count_file) and (source is None or os.path.getmtime(count_file) >= os.path.getmtime(source)):
         return
     try:
         collect_label_counts(labels, count_file, nproc=1)

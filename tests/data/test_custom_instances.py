@@ -118,6 +118,7 @@ def test_instances_become_panoptic_segments_smaller_on_top(registered):
 
 def test_conversion_is_cached_until_the_json_changes(registered):
     prefix, root, _ = registered
+    assert any(s["category_id"] == 1 for s in DatasetCatalog.get(f"{prefix}_val_classification"))  # cars
     first = DatasetCatalog.get(f"{prefix}_val")
     png = Path(first[1]["pan_seg_file_name"])
     stamp = png.stat().st_mtime_ns
@@ -130,6 +131,7 @@ def test_conversion_is_cached_until_the_json_changes(registered):
     again = DatasetCatalog.get(f"{prefix}_val")
     assert all(s["category_id"] != 1 for r in again for s in r["segments_info"])
     assert read_label_map(again[1]["sem_seg_file_name"])[25, 25] == 0  # the big person's pixel again
+    assert all(s["category_id"] != 1 for s in DatasetCatalog.get(f"{prefix}_val_classification"))  # counts redone
 
 
 def test_seen_only_training_set_drops_unseen_instances(registered):
