@@ -51,7 +51,8 @@ thing segments).
 
 A panoptic set's semantic maps (each segment's class index, 255 where no segment is) are
 written next to its PNG folder, as ``<panoptic>_semseg``, the first time the set is loaded
-(delete that folder and its ``_label_count.json`` after changing the annotations), unless ``labels`` names a folder of them.
+(delete that folder and its ``_label_count.json`` after changing the annotations), unless
+``labels`` names a folder of them.
 An instance set is converted once (again when its JSON changes) into panoptic PNGs and semantic
 maps next to the JSON (``<json>_panoptic``, ``<json>_semseg``; overlaps go to the smaller
 instance); it is evaluated with AP (evaluator ``coco``) against the JSON's own masks.
