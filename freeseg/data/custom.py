@@ -348,7 +348,10 @@ def _panoptic_samples(file: _File, info: dict, json_file: str, images: str, pan_
 
 
 def _with_lut(records: list[dict], lut: Sequence[int] | None) -> list[dict]:
-    return records if lut is None else [{**r, "sem_seg_lut": list(lut)} for r in records]
+    if lut is None:
+        return records
+    shared = list(lut)  # one list for all records (not 256 entries per record)
+    return [{**r, "sem_seg_lut": shared} for r in records]
 
 
 def _require_folders(name: str, path: str, *folders: str) -> None:
