@@ -51,11 +51,11 @@ thing segments).
 
 A panoptic set's semantic maps (each segment's class index, 255 where no segment is) are
 written next to its PNG folder, as ``<panoptic>_semseg``, the first time the set is loaded
-(delete that folder and its ``_label_count.json`` after changing the annotations), unless
-``labels`` names a folder of them.
-An instance set is converted once (again when its JSON changes) into panoptic PNGs and semantic
-maps next to the JSON (``<json>_panoptic``, ``<json>_semseg``; overlaps go to the smaller
-instance); it is evaluated with AP (evaluator ``coco``) against the JSON's own masks.
+(made again when the categories change; delete that folder and its ``_label_count.json``
+after changing the annotations), unless ``labels`` names a folder of them.
+An instance set is converted once (again when its JSON or the categories change) into
+panoptic PNGs and semantic maps next to the JSON (``<json>_panoptic``, ``<json>_semseg``;
+overlaps go to the smaller instance); it is evaluated with AP (evaluator ``coco``) against the JSON's own masks.
 
 Registering reads only the YAML file (and ``categories_file``); the folders and JSON files are
 checked when a data set is loaded.
@@ -311,10 +311,11 @@ def _instance_set(file: _File, name: str, entry: dict, seen_only: bool) -> list[
 
     def load(full: str, classification: bool) -> list[dict]:
         _require_folders(full, file.path, images)
-        info = _read_annotations(full, file, inst_json, panoptic=False)
-        try:
-            info = panoptic_from_instances(info, inst_json, pan_root, sem_root,
-                                           {c["id"]: i for i, c in enumerate(file.cats)})
+        if not os.path.isfile(inst_json):
+            raise FreeSegError(f"data set '{full}': instance JSON {inst_json} not found; fix its path in {file.path}")
+        try:  # the instance JSON (large for big sets) is read only when it must be converted
+            info = panoptic_from_instances(lambda: _read_annotations(full, file, inst_json, panoptic=False),
+                                           inst_json, pan_root, sem_root, {c["id"]: i for i, c in enumerate(file.cats)})
         except OSError as e:
             raise FreeSegError(f"cannot write {pan_root} and {sem_root}, converted from {inst_json} ({e}); "
                                "copy the annotations to a folder you can write") from None
@@ -340,7 +341,8 @@ def _panoptic_samples(file: _File, info: dict, json_file: str, images: str, pan_
     samples (semantic, instance and panoptic; the label maps' class lists are read again when
     the file ``converted_from`` that wrote them is newer)."""
     lut = _seen_lut(file) if seen_only else None
-    records = _with_lut(panoptic_records(info, json_file, images, pan_root, sem_root, meta, image_exts=_IMAGE_EXTS), lut)
+    records = _with_lut(panoptic_records(info, json_file, images, pan_root, sem_root, meta,
+                                         image_exts=_IMAGE_EXTS), lut)
     if not classification:
         return records
     _ensure_label_counts(sem_root, converted_from)
@@ -385,8 +387,9 @@ def _check_instance_fields(info: dict, json_file: str) -> None:
     for key, items, needed in (("images", info["images"], image_keys), ("annotations", info["annotations"], ann_keys)):
         bad = next((x for x in items if not isinstance(x, dict) or not needed <= set(x)), None)
         if bad is not None:
-            raise FreeSegError(f"{json_file}: an entry of '{key}' lacks {sorted(needed - set(bad if isinstance(bad, dict) else ()))} "
-                               f"({str(bad)[:80]}); it must be a COCO instance JSON")
+            missing = sorted(needed - set(bad if isinstance(bad, dict) else ()))
+            raise FreeSegError(f"{json_file}: an entry of '{key}' lacks {missing} ({str(bad)[:80]}); "
+                               "it must be a COCO instance JSON")
     ids = {im["id"] for im in info["images"]}
     orphans = {a["image_id"] for a in info["annotations"]} - ids
     if orphans:
@@ -399,13 +402,24 @@ _SET_BUILDERS = {"semantic": _semantic_set, "panoptic": _panoptic_set, "instance
 
 def _ensure_semantic_maps(annotations: list[dict], pan_root: str, sem_root: str, file: _File) -> None:
     """Write the semantic maps of the panoptic annotations (class indexes over all the file's
-    classes) that are not there yet; an interrupted run resumes (each map is written whole)."""
+    classes) that are not there yet; an interrupted run resumes (each map is written whole).
+    ``<sem_root>_classes.json`` records the class of each category id: when the file's
+    categories change, the maps (and their label counts) are made again."""
     from .prepare.coco_alldata import write_semantic_maps
+    from .prepare.common import write_json
 
-    # Annotations whose PNG is missing get no map: the loaders deal with their samples.
-    todo = [a for a in annotations if os.path.isfile(os.path.join(pan_root, a["file_name"]))]
+    cat_map = {c["id"]: i for i, c in enumerate(file.cats)}
+    stamp = sem_root.rstrip("/\\") + "_classes.json"
+    classes = [[k, v] for k, v in sorted(cat_map.items())]
+    if os.path.isdir(sem_root) and (not os.path.isfile(stamp) or read_json(stamp, "delete it") != classes):
+        for stale in [os.path.join(sem_root, f) for f in os.listdir(sem_root) if f.endswith(".png")] \
+                + [label_count_file(sem_root)]:
+            if os.path.exists(stale):
+                os.remove(stale)
     done = set(os.listdir(sem_root)) if os.path.isdir(sem_root) else set()
-    todo = [a for a in todo if os.path.splitext(a["file_name"])[0] + ".png" not in done]
+    todo = [a for a in annotations if os.path.splitext(a["file_name"])[0] + ".png" not in done]
+    # Annotations whose PNG is missing get no map: the loaders deal with their samples.
+    todo = [a for a in todo if os.path.isfile(os.path.join(pan_root, a["file_name"]))]
     if not todo:
         return
     try:
@@ -416,8 +430,9 @@ def _ensure_semantic_maps(annotations: list[dict], pan_root: str, sem_root: str,
     if not writable:
         raise FreeSegError(f"cannot write the semantic maps {sem_root} of {pan_root}; write them elsewhere "
                            f"and name that folder as the data set's 'labels' in {file.path}")
-    write_semantic_maps(todo, pan_root, sem_root, {c["id"]: i for i, c in enumerate(file.cats)},
-                        nproc=1, desc=f"semantic maps of {os.path.basename(pan_root)}")
+    write_json(classes, stamp)  # first: an interrupted run resumes with the same classes
+    write_semantic_maps(todo, pan_root, sem_root, cat_map, nproc=1,
+                        desc=f"semantic maps of {os.path.basename(pan_root)}")
 
 
 def _ensure_label_counts(labels: str, source: str | None = None) -> None:

@@ -134,6 +134,18 @@ def test_conversion_is_cached_until_the_json_changes(registered):
     assert all(s["category_id"] != 1 for s in DatasetCatalog.get(f"{prefix}_val_classification"))  # counts redone
 
 
+def test_reordered_classes_convert_again(tmp_path):
+    spec = write_instance_data(tmp_path, "custom_ins_order")
+    with registered_file(spec):
+        before = read_label_map(DatasetCatalog.get("custom_ins_order_val")[1]["sem_seg_file_name"])
+    reordered = [CATEGORIES[2], CATEGORIES[0], CATEGORIES[1]]  # dog, person, car
+    spec.write_text(spec.read_text().replace("categories_file: annotations/instances_val.json",
+                                             f"categories: {json.dumps(reordered)}"))
+    with registered_file(spec):
+        after = read_label_map(DatasetCatalog.get("custom_ins_order_val")[1]["sem_seg_file_name"])
+    assert (before[10, 10], before[25, 25]) == (0, 1) and (after[10, 10], after[25, 25]) == (1, 2)
+
+
 def test_seen_only_training_set_drops_unseen_instances(registered):
     prefix, _, _ = registered
     train = DatasetCatalog.get(f"{prefix}_train")

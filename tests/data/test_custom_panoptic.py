@@ -106,6 +106,23 @@ def test_semantic_maps_are_derived_once_from_the_segments(registered):
     assert sem_path.stat().st_mtime_ns == stamp  # not written again
 
 
+def test_semantic_maps_are_made_again_when_the_categories_change(tmp_path):
+    spec = write_panoptic_data(tmp_path, "custom_pan_order")
+    with registered_file(spec):
+        before = read_label_map(DatasetCatalog.get("custom_pan_order_val")[1]["sem_seg_file_name"])
+        assert {s["category_id"] for s in DatasetCatalog.get("custom_pan_order_val_classification")} == {0, 1, 2, 3}
+    reordered = [CATEGORIES[3], CATEGORIES[2], CATEGORIES[0], CATEGORIES[1]]  # sky, road, person, car
+    spec.write_text(spec.read_text().replace(json.dumps(CATEGORIES), json.dumps(reordered)))
+    with registered_file(spec):
+        after = read_label_map(DatasetCatalog.get("custom_pan_order_val")[1]["sem_seg_file_name"])
+        samples = DatasetCatalog.get("custom_pan_order_val_classification")
+    assert (before[10, 10], before[60, 10], before[30, 10]) == (3, 2, 0)
+    assert (after[10, 10], after[60, 10], after[30, 10]) == (0, 1, 2)
+    # im0 has no car: its classes were person 0, road 2, sky 3 and are now sky 0, road 1, person 2
+    im0 = [s for s in samples if s["task"] == "sem_seg" and Path(s["file_name"]).name == "im0.png"]
+    assert sorted(s["category_id"] for s in im0) == [0, 1, 2]  # label counts made again too
+
+
 def test_seen_only_training_set_drops_unseen_segments_and_pixels(registered):
     prefix, _, _ = registered
     train = DatasetCatalog.get(f"{prefix}_train")

@@ -7,14 +7,14 @@ dropped. Crowd regions become crowd segments (no training target, as in COCO pan
 Pixels of no instance are void (panoptic id 0, semantic 255): instance data sets have no stuff.
 
 The conversion runs once; its segments are cached in a JSON next to the PNG folder that also
-records which annotation file (size, modification time) they came from, so that an edited file
-is converted again.
+records which annotation file (size, modification time) and class list they came from, so that
+an edited file or a reordered class list is converted again.
 """
 from __future__ import annotations
 
 import os
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -59,23 +59,27 @@ def _image_job(item: tuple[dict, list[dict]], pan_root: str, sem_root: str, clas
     return {"image_id": image["id"], "file_name": name, "segments_info": segments}
 
 
-def _source(path: str) -> dict[str, Any]:
+def _source(path: str, class_of: dict[int, int]) -> dict[str, Any]:
+    """What a conversion depends on: the JSON file (path, size, time) and the class of each category."""
     st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "classes": [[int(k), int(v)] for k, v in sorted(class_of.items())]}
 
 
-def panoptic_from_instances(info: dict, json_file: str, pan_root: str, sem_root: str,
+def panoptic_from_instances(read: Callable[[], dict], json_file: str, pan_root: str, sem_root: str,
                             class_of: dict[int, int], nproc: int = 1) -> dict:
-    """The COCO instance annotations ``info`` (read from ``json_file``) as panoptic PNGs in
-    ``pan_root`` and semantic maps (class ``class_of[category_id]``) in ``sem_root``, both named
-    after the images; returns ``{"annotations": [{image_id, file_name, segments_info}]}`` in
-    COCO panoptic form, cached in ``<pan_root>.json`` (used again while ``json_file`` is the same)."""
+    """The COCO instance annotations of ``json_file`` as panoptic PNGs in ``pan_root`` and
+    semantic maps (class ``class_of[category_id]``) in ``sem_root``, both named after the images;
+    returns ``{"annotations": [{image_id, file_name, segments_info}]}`` in COCO panoptic form,
+    cached in ``<pan_root>.json`` and used again while ``json_file`` and ``class_of`` are the
+    same. ``read()`` gives the JSON's content (checked), called only when converting."""
     cache = pan_root.rstrip("/\\") + ".json"
-    source = _source(json_file)
+    source = _source(json_file, class_of)
     if os.path.isfile(cache):
         cached = read_json(cache, "delete it to convert the instances again")
         if cached.get("source") == source:
             return cached
+    info = read()
     by_image: dict[Any, list[dict]] = {im["id"]: [] for im in info["images"]}
     for a in info["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
